@@ -1,0 +1,540 @@
+"""The sweep's one typed configuration: `space.yaml` parsed into frozen dataclasses.
+
+Loading checks everything that can be checked without a model or a dataset: unknown keys,
+wrong types, empty or inverted ranges, unknown strategies and samplers. Every problem is
+collected with its YAML path and raised together as one `ConfigError`, so a user fixes the
+file in one go. Checks that need the model (more layers than it has) or the data (a missing
+column) live in `search.preflight` and report problems the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+STRATEGIES = ("sft", "alternate", "first", "last", "spread", "mask")
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+MODES = ("max", "min")
+# Metrics a trial reports that may serve as objectives.
+METRICS = (
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "rougeLsum",
+    "params",
+    "params_non_embedding",
+    "size_mb",
+    "latency_ms",
+)
+
+
+class ConfigError(ValueError):
+    """Every problem found in a configuration, each with its place in the file."""
+
+    def __init__(self, problems: list[str], source: str = "space.yaml") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+# --- Search-space parameters: a fixed value, a list of choices, or a range -----------------
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+
+
+Param = Fixed | Choice | IntRange | FloatRange
+
+
+def param_values(param: Param) -> list[Any] | None:
+    """All values a parameter can take, or None for a continuous range."""
+    if isinstance(param, Fixed):
+        return [param.value]
+    if isinstance(param, Choice):
+        return list(param.options)
+    if isinstance(param, IntRange):
+        return list(range(param.low, param.high + 1, param.step))
+    return None
+
+
+# --- The configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it becomes model inputs."""
+
+    name: str | None = None  # a hub dataset, a local dataset dir, or "builtin:debian-descriptions"
+    config_name: str | None = None  # the hub dataset's configuration
+    files: dict[str, str] = field(default_factory=dict)  # split -> local jsonl/csv/parquet
+    train_split: str = "train"
+    eval_split: str = "validation"
+    source_column: str = "document"
+    summary_column: str = "summary"
+    source_template: str | None = None  # e.g. "{package}: {document}"; overrides source_column
+    source_prefix: str = ""  # T5's "summarize: "
+    max_source_length: int = 512
+    max_target_length: int = 64
+    truncate: bool = True  # False: a source longer than max_source_length is an error
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    metric: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class LayerSpaceConfig:
+    """How many layers each side keeps, and which."""
+
+    encoder: Param
+    decoder: Param
+    strategy: Param = Fixed("sft")
+
+
+@dataclass(frozen=True)
+class TrainSpaceConfig:
+    """Fine-tuning hyperparameters; each may be fixed or searched."""
+
+    learning_rate: Param = Fixed(1e-3)
+    max_steps: Param = Fixed(100)
+    epochs: Param = Fixed(0.0)  # > 0 replaces max_steps with a number of passes over the data
+    batch_size: Param = Fixed(16)
+    warmup_ratio: Param = Fixed(0.0)
+    weight_decay: Param = Fixed(0.0)
+    gradient_accumulation_steps: Param = Fixed(1)
+    label_smoothing: Param = Fixed(0.0)
+    seed: Param = Fixed(0)
+    eval_every: Param = Fixed(0)  # steps between intermediate evaluations; 0 = only at the end
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Generation settings used to score every trial."""
+
+    num_beams: int = 1
+    max_new_tokens: int = 64
+    no_repeat_ngram_size: int = 0
+    length_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What one trial gets from Ray; fractions allowed."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything one sweep needs; the parsed form of `space.yaml`."""
+
+    model: str
+    data: DataConfig
+    layers: LayerSpaceConfig
+    name: str = "sweep"
+    trust_remote_code: bool = False
+    objectives: tuple[ObjectiveConfig, ...] = (
+        ObjectiveConfig("rougeL", "max"),
+        ObjectiveConfig("params", "min"),
+    )
+    train: TrainSpaceConfig = TrainSpaceConfig()
+    decoding: DecodingConfig = DecodingConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    trials: int = 8
+    max_concurrent: int = 0  # 0: as many as the resources allow
+    resources: ResourcesConfig = ResourcesConfig()
+    first: tuple[dict[str, Any], ...] = ()  # configurations to try before the sampler proposes
+    reference_point: dict[str, float] = field(default_factory=dict)  # for the hypervolume
+    keep_weights: str = "pareto"  # which trials' weights to keep: pareto, all, none
+
+
+# --- Loading -------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
+    """Parse and check a `space.yaml`, with `key.path=value` overrides applied first.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or any value is wrong; all problems at once.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError([f"cannot read the file: {err.strerror}"], str(path)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"not valid YAML: {err}"], str(path)) from None
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def config_from_dict(
+    raw: Any, overrides: list[str] = (), source: str = "space.yaml"
+) -> SweepConfig:
+    """Build a `SweepConfig` from plain data (as parsed from YAML). See `load_config`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"the top level must be a mapping, got {_kind(raw)}"], source)
+    errors: list[str] = []
+    raw = _apply_overrides(raw, overrides, errors)
+    config = _build(SweepConfig, raw, "", errors)
+    if config is not None:
+        _check(config, errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return config
+
+
+def _apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict:
+    """`data.max_train_examples=200` sets that key; the value is parsed as YAML."""
+    raw = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            errors.append(f"override {item!r}: expected KEY.PATH=VALUE")
+            continue
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                errors.append(f"override {item!r}: {part} is not a mapping")
+                break
+        else:
+            node[last] = yaml.safe_load(text)
+    return raw
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _build(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
+    """Build dataclass `cls` from a mapping, recording every problem under its YAML path."""
+    if not isinstance(raw, dict):
+        errors.append(f"{path or '<top>'}: expected a mapping, got {_kind(raw)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            errors.append(f"{_join(path, key)}: unknown key (known: {known})")
+    values = {}
+    incomplete = False
+    for name, f in fields.items():
+        where = _join(path, name)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in raw:
+            if required:
+                errors.append(f"{where}: required")
+            incomplete |= required
+            continue
+        value = _convert(hints[name], raw[name], where, errors)
+        # A bad value (None, its problem recorded) falls back to its default, so that the
+        # checks across fields still run on everything else and report in the same error.
+        if value is not None or raw[name] is None:
+            values[name] = value
+        else:
+            incomplete |= required
+    return None if incomplete else cls(**values)
+
+
+def _convert(hint: Any, value: Any, where: str, errors: list[str]) -> Any:
+    """Check `value` against a type hint, converting YAML lists to tuples and ints to floats."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Param:
+        return _param(value, where, errors)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, where, errors)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, errors)
+    if origin is tuple:
+        if not isinstance(value, list):
+            errors.append(f"{where}: expected a list, got {_kind(value)}")
+            return ()
+        items = (_convert(args[0], v, f"{where}[{i}]", errors) for i, v in enumerate(value))
+        return tuple(item for item in items if item is not None)
+    if origin is dict:
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected a mapping, got {_kind(value)}")
+            return {}
+        return {
+            str(k): _convert(args[1], v, _join(where, k), errors) if args[1] is not Any else v
+            for k, v in value.items()
+        }
+    return _scalar(hint, value, where, errors)
+
+
+def _scalar(hint: type, value: Any, where: str, errors: list[str]) -> Any:
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    errors.append(f"{where}: expected {hint.__name__}, got {_kind(value)} {value!r}")
+    return None
+
+
+def _param(value: Any, where: str, errors: list[str]) -> Param | None:
+    """A scalar is fixed, a list is a choice, a mapping with low/high is a range."""
+    if isinstance(value, list):
+        if not value:
+            errors.append(f"{where}: empty list of choices")
+            return None
+        return Choice(tuple(value))
+    if not isinstance(value, dict):
+        return Fixed(_number(value))
+    unknown = set(value) - {"low", "high", "step", "log"}
+    if unknown:
+        errors.append(
+            f"{where}: unknown key(s) {sorted(unknown)} in a range (low, high, step, log)"
+        )
+    low, high = _number(value.get("low")), _number(value.get("high"))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        errors.append(f"{where}: a range needs numeric low and high, got {value!r}")
+        return None
+    if low > high:
+        errors.append(f"{where}: inverted range, low {low} > high {high}")
+        return None
+    log = bool(value.get("log", False))
+    if log and low <= 0:
+        errors.append(f"{where}: a log range needs low > 0, got {low}")
+        return None
+    if isinstance(low, int) and isinstance(high, int):
+        step = value.get("step", 1)
+        if not isinstance(step, int) or step < 1:
+            errors.append(f"{where}: step must be a positive integer, got {step!r}")
+            return None
+        return IntRange(low, high, step, log)
+    if "step" in value:
+        errors.append(f"{where}: step applies to integer ranges only")
+    if low == high:
+        errors.append(f"{where}: empty range, low == high == {low} (write the value itself)")
+        return None
+    return FloatRange(float(low), float(high), log)
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` as a string; accept it as the float it means."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+# --- Checks across fields ------------------------------------------------------------------
+
+
+def _check(config: SweepConfig, errors: list[str]) -> None:
+    _check_layers(config.layers, errors)
+    _check_train(config.train, errors)
+    _check_data(config.data, errors)
+    for i, objective in enumerate(config.objectives):
+        where = f"objectives[{i}]"
+        if objective.metric not in METRICS:
+            errors.append(f"{where}.metric: unknown metric {objective.metric!r} (one of {METRICS})")
+        if objective.mode not in MODES:
+            errors.append(f"{where}.mode: must be max or min, got {objective.mode!r}")
+    if len({o.metric for o in config.objectives}) != len(config.objectives):
+        errors.append("objectives: a metric is named twice")
+    if not config.objectives:
+        errors.append("objectives: at least one objective is needed")
+    for metric in config.reference_point:
+        if metric not in {o.metric for o in config.objectives}:
+            errors.append(f"reference_point.{metric}: not one of the objectives")
+    if config.sampler.name not in SAMPLERS:
+        errors.append(f"sampler.name: unknown sampler {config.sampler.name!r} (one of {SAMPLERS})")
+    if config.sampler.name == "grid":
+        _check_grid(config, errors)
+    if config.trials < 1:
+        errors.append(f"trials: must be at least 1, got {config.trials}")
+    if config.max_concurrent < 0:
+        errors.append(f"max_concurrent: must be 0 (automatic) or more, got {config.max_concurrent}")
+    if config.resources.cpus <= 0:
+        errors.append(f"resources.cpus: must be more than 0, got {config.resources.cpus}")
+    if config.resources.gpus < 0:
+        errors.append(f"resources.gpus: must be 0 or more, got {config.resources.gpus}")
+    if config.keep_weights not in ("pareto", "all", "none"):
+        errors.append(f"keep_weights: one of pareto, all, none; got {config.keep_weights!r}")
+    if not config.model:
+        errors.append("model: empty")
+    if config.decoding.num_beams < 1 or config.decoding.max_new_tokens < 1:
+        errors.append("decoding: num_beams and max_new_tokens must be at least 1")
+    for i, point in enumerate(config.first):
+        _check_first(point, config.layers, f"first[{i}]", errors)
+
+
+def _check_layers(layers: LayerSpaceConfig, errors: list[str]) -> None:
+    for side in ("encoder", "decoder"):
+        param = getattr(layers, side)
+        values = param_values(param)
+        if values is None or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
+            errors.append(f"layers.{side}: layer counts must be integers, got {param}")
+        elif min(values) < 1:
+            errors.append(f"layers.{side}: every side keeps at least one layer, got {min(values)}")
+    strategies = param_values(layers.strategy) or []
+    for s in strategies:
+        if s not in STRATEGIES:
+            errors.append(f"layers.strategy: unknown strategy {s!r} (one of {STRATEGIES})")
+
+
+def _check_train(train: TrainSpaceConfig, errors: list[str]) -> None:
+    positive = ("learning_rate", "batch_size", "gradient_accumulation_steps")
+    non_negative = ("max_steps", "epochs", "warmup_ratio", "weight_decay", "label_smoothing")
+    integers = ("max_steps", "batch_size", "gradient_accumulation_steps", "seed", "eval_every")
+    for name in positive + non_negative + integers:
+        param = getattr(train, name)
+        values = param_values(param)
+        bounds = values if values is not None else [param.low, param.high]
+        where = f"train.{name}"
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bounds):
+            errors.append(f"{where}: expected numbers, got {param}")
+            continue
+        if name in integers and (values is None or not all(isinstance(v, int) for v in values)):
+            errors.append(f"{where}: expected integers, got {param}")
+        if name in positive and min(bounds) <= 0:
+            errors.append(f"{where}: must be more than 0, got {min(bounds)}")
+        if name in non_negative and min(bounds) < 0:
+            errors.append(f"{where}: must be 0 or more, got {min(bounds)}")
+    for name in ("warmup_ratio", "label_smoothing"):
+        values = param_values(getattr(train, name)) or [getattr(train, name).high]
+        if all(isinstance(v, (int, float)) for v in values) and max(values) >= 1:
+            errors.append(f"train.{name}: must be below 1, got {max(values)}")
+    steps, epochs = param_values(train.max_steps), param_values(train.epochs)
+    if steps == [0] and epochs == [0.0]:
+        errors.append("train: set max_steps or epochs above 0")
+
+
+def _check_data(data: DataConfig, errors: list[str]) -> None:
+    if not data.name and not data.files:
+        errors.append("data: name a dataset (data.name) or local files (data.files)")
+    if data.name and data.files:
+        errors.append("data: give data.name or data.files, not both")
+    for split, path in data.files.items():
+        if Path(path).suffix.lower() not in (".jsonl", ".json", ".csv", ".parquet", ".gz"):
+            errors.append(
+                f"data.files.{split}: unsupported file type {path!r} (jsonl, csv, parquet)"
+            )
+    for name in ("max_source_length", "max_target_length"):
+        if getattr(data, name) < 1:
+            errors.append(f"data.{name}: must be at least 1")
+    for name in ("max_train_examples", "max_eval_examples"):
+        value = getattr(data, name)
+        if value is not None and value < 1:
+            errors.append(f"data.{name}: must be at least 1 (or null for all)")
+    if data.source_template is not None:
+        try:
+            data.source_template.format_map(_AnyColumn())
+        except (ValueError, IndexError) as err:
+            errors.append(f"data.source_template: not a valid template: {err}")
+
+
+class _AnyColumn(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def template_columns(template: str) -> list[str]:
+    """The column names a source template refers to, e.g. `{package}: {document}`."""
+    import string
+
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def _check_grid(config: SweepConfig, errors: list[str]) -> None:
+    params = [
+        ("layers." + f.name, getattr(config.layers, f.name))
+        for f in dataclasses.fields(config.layers)
+    ]
+    params += [
+        ("train." + f.name, getattr(config.train, f.name)) for f in dataclasses.fields(config.train)
+    ]
+    for where, param in params:
+        if param_values(param) is None:
+            errors.append(
+                f"{where}: the grid sampler needs a list or an integer range, not {param}"
+            )
+    if "mask" in (param_values(config.layers.strategy) or []):
+        errors.append("layers.strategy: the grid sampler cannot search 'mask' (2^layers points)")
+
+
+def _check_first(point: dict, layers: LayerSpaceConfig, where: str, errors: list[str]) -> None:
+    if not isinstance(point, dict):
+        errors.append(f"{where}: expected a mapping of parameter values")
+        return
+    for side in ("encoder", "decoder"):
+        value = point.get(side)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            errors.append(f"{where}.{side}: a layer count of at least 1, got {value!r}")
+    strategy = point.get("strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        errors.append(f"{where}.strategy: unknown strategy {strategy!r}")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
