@@ -1,0 +1,613 @@
+"""Train the demo teacher: a small T5 that writes a Debian package's synopsis.
+
+    python scripts/train_teacher.py                  # train (resumes from .teacher-work/)
+    python scripts/train_teacher.py --export-only    # export the latest checkpoint + card
+
+Input is `"<package>: <document>"` truncated to --max-source-tokens. To teach copying in
+few CPU-minutes, training mixes three tasks (per example, by a schedule over steps):
+`copy: <source>` -> a word-aligned span of the source, `lead: <source>` -> the document's
+first sentence, and the plain source -> the synopsis. Auxiliary tasks dominate early and
+fade out; the last quarter is almost only the synopsis task.
+
+Batches depend only on (seed, step), so a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eval_teacher
+
+# Task schedule knots: (fraction of training, p(copy), p(lead)); p(synopsis) is the rest.
+TASK_KNOTS = (
+    (0.0, 0.5, 0.3),
+    (0.15, 0.4, 0.3),
+    (0.6, 0.1, 0.15),
+    (0.75, 0.0, 0.1),
+    (1.0, 0.0, 0.05),
+)
+TASKS = ("copy", "lead", "synopsis")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Everything that determines the trained teacher."""
+
+    data: str = "trainables/demo/data"
+    work: str = ".teacher-work"
+    out: str = "trainables/demo/teacher"
+    seed: int = 0
+    vocab_size: int = 8000
+    d_model: int = 128
+    d_ff: int = 512
+    num_heads: int = 4
+    num_layers: int = 6
+    num_decoder_layers: int = 6
+    dropout: float = 0.0
+    max_source_tokens: int = 48
+    max_target_tokens: int = 24
+    batch_size: int = 32
+    steps: int = 14000
+    lr: float = 2e-3
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    eval_every: int = 1500
+    eval_examples: int = 300
+    checkpoint_minutes: float = 4.0
+    max_minutes: float = 0.0
+
+
+# ---------------------------------------------------------------- tokenizer and data
+
+
+def train_tokenizer(rows: list[dict[str, str]], vocab_size: int, out_dir: Path) -> Any:
+    """Train a Unigram tokenizer on the training split; saved as a T5Tokenizer."""
+    from tokenizers.trainers import UnigramTrainer
+    from transformers import AutoTokenizer, T5Tokenizer
+
+    base = T5Tokenizer(extra_ids=0)
+    trainer = UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        max_piece_length=16,
+    )
+    texts = [eval_teacher.source_text(r) for r in rows] + [r["summary"] for r in rows]
+    base._tokenizer.train_from_iterator(texts, trainer)
+    vocab = json.loads(base._tokenizer.to_str())["model"]["vocab"]
+    tokenizer = T5Tokenizer(vocab=[(piece, score) for piece, score in vocab], extra_ids=0)
+    tokenizer.save_pretrained(out_dir)
+    loaded = AutoTokenizer.from_pretrained(out_dir)
+    assert (loaded.pad_token_id, loaded.eos_token_id, loaded.unk_token_id) == (0, 1, 2)
+    sample = "libfoo-utils: Tools for the Foo 2.0 format (FOO)."
+    assert loaded.decode(loaded(sample)["input_ids"], skip_special_tokens=True) == sample
+    return loaded
+
+
+def first_sentence(document: str) -> str:
+    return SENTENCE_END.split(document, maxsplit=1)[0]
+
+
+@dataclass
+class Encoded:
+    """Token ids of the training set, without special tokens."""
+
+    sources: list[list[int]]
+    word_starts: list[list[int]]
+    leads: list[list[int]]
+    summaries: list[list[int]]
+    prefixes: dict[str, list[int]]
+
+
+def encode(tokenizer: Any, rows: list[dict[str, str]], config: TeacherConfig) -> Encoded:
+    def ids(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    sources = [
+        s[: config.max_source_tokens - 1] for s in ids([eval_teacher.source_text(r) for r in rows])
+    ]
+    starts = [
+        [i for i, t in enumerate(tokenizer.convert_ids_to_tokens(s)) if t.startswith("▁")]
+        for s in sources
+    ]
+    limit = config.max_target_tokens - 1
+    return Encoded(
+        sources=sources,
+        word_starts=starts,
+        leads=[s[:limit] for s in ids([first_sentence(r["document"]) for r in rows])],
+        summaries=[s[:limit] for s in ids([r["summary"] for r in rows])],
+        prefixes={task: ids([f"{task}:"])[0] for task in ("copy", "lead")},
+    )
+
+
+def task_probabilities(fraction: float) -> list[float]:
+    """Interpolate the task schedule at this fraction of training."""
+    for (f0, c0, l0), (f1, c1, l1) in itertools.pairwise(TASK_KNOTS):
+        if fraction <= f1:
+            t = (fraction - f0) / (f1 - f0)
+            copy, lead = c0 + t * (c1 - c0), l0 + t * (l1 - l0)
+            return [copy, lead, 1.0 - copy - lead]
+    return [TASK_KNOTS[-1][1], TASK_KNOTS[-1][2], 1.0 - TASK_KNOTS[-1][1] - TASK_KNOTS[-1][2]]
+
+
+def make_example(data: Encoded, i: int, task: str, rng: np.random.Generator, config: TeacherConfig):
+    """Return (source ids, target ids) for one example and task, both ending with </s>."""
+    eos = 1
+    source = data.sources[i]
+    if task == "synopsis":
+        return [*source, eos], [*data.summaries[i], eos]
+    prefixed = [*(data.prefixes[task] + source)[: config.max_source_tokens - 1], eos]
+    if task == "lead":
+        return prefixed, [*data.leads[i], eos]
+    starts = data.word_starts[i] or [0]
+    start = starts[rng.integers(len(starts))] if rng.random() < 0.7 else 0
+    length = int(rng.integers(6, config.max_target_tokens))
+    return prefixed, [*source[start : start + length], eos]
+
+
+def make_batch(
+    data: Encoded, step: int, fraction: float, config: TeacherConfig
+) -> dict[str, torch.Tensor]:
+    """The batch for `step`: examples depend on (seed, step) only, tasks also on `fraction`."""
+    n = len(data.sources)
+    per_epoch = n // config.batch_size
+    epoch, offset = divmod(step, per_epoch)
+    order = np.random.default_rng([config.seed, epoch]).permutation(n)
+    indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+    rng = np.random.default_rng([config.seed, 1_000_003, step])
+    probabilities = task_probabilities(fraction)
+    pairs = [
+        make_example(data, int(i), TASKS[rng.choice(3, p=probabilities)], rng, config)
+        for i in indices
+    ]
+    source_len = max(len(s) for s, _ in pairs)
+    target_len = max(len(t) for _, t in pairs)
+    input_ids = torch.zeros(len(pairs), source_len, dtype=torch.long)
+    labels = torch.full((len(pairs), target_len), -100, dtype=torch.long)
+    for row, (source, target) in enumerate(pairs):
+        input_ids[row, : len(source)] = torch.tensor(source)
+        labels[row, : len(target)] = torch.tensor(target)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(), "labels": labels}
+
+
+# ---------------------------------------------------------------- model and training
+
+
+def build_model(config: TeacherConfig, vocab_size: int) -> Any:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(config.seed)
+    model_config = T5Config(
+        vocab_size=vocab_size,
+        d_model=config.d_model,
+        d_kv=config.d_model // config.num_heads,
+        d_ff=config.d_ff,
+        num_layers=config.num_layers,
+        num_decoder_layers=config.num_decoder_layers,
+        num_heads=config.num_heads,
+        dropout_rate=config.dropout,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return T5ForConditionalGeneration(model_config)
+
+
+def progress(step: int, seconds: float, config: TeacherConfig) -> float:
+    """Fraction of training done: by steps, or by wall time if --max-minutes binds first.
+
+    The CPU is shared, so a fixed step count can overrun a deadline; with max_minutes set,
+    the learning-rate decay and the task curriculum follow whichever budget runs out first.
+    """
+    fraction = step / config.steps
+    if config.max_minutes > 0:
+        fraction = max(fraction, seconds / (60 * config.max_minutes))
+    return min(fraction, 1.0)
+
+
+def learning_rate(step: int, fraction: float, config: TeacherConfig) -> float:
+    """Linear warmup over steps, then linear decay (in `fraction`) to 5% of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    start = config.warmup_steps / config.steps
+    remaining = (1.0 - fraction) / max(1.0 - start, 1e-9)
+    return config.lr * (0.05 + 0.95 * min(max(remaining, 0.0), 1.0))
+
+
+def generation_settings(max_target_tokens: int, num_beams: int) -> dict[str, Any]:
+    return {
+        "num_beams": num_beams,
+        "max_new_tokens": max_target_tokens,
+        "no_repeat_ngram_size": 3,
+        "do_sample": False,
+    }
+
+
+def validation_rouge(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    config: TeacherConfig,
+    num_beams: int = 1,
+) -> dict[str, float]:
+    sources = [eval_teacher.source_text(r) for r in rows]
+    settings = generation_settings(config.max_target_tokens, num_beams)
+    predictions = eval_teacher.generate(
+        model, tokenizer, sources, config.max_source_tokens, **settings
+    )
+    model.train()
+    return eval_teacher.rouge(predictions, [r["summary"] for r in rows])
+
+
+def save_checkpoint(path: Path, model: Any, optimizer: Any, step: int, seconds: float) -> None:
+    """Atomic: write a temporary file, then rename over the old checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "seconds": seconds,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def append_curve(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def truncate_curve(path: Path, step: int) -> None:
+    """Drop curve rows logged after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    path.unlink()
+    for row in rows:
+        if int(row["step"]) <= step:
+            append_curve(path, row)
+
+
+def setup(config: TeacherConfig) -> tuple[Any, Any, Encoded, list[dict[str, str]]]:
+    work = Path(config.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(config.data)
+    train_rows = eval_teacher.load_split(data_dir, "train")
+    tokenizer_dir = work / "tokenizer"
+    if (tokenizer_dir / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = train_tokenizer(train_rows, config.vocab_size, tokenizer_dir)
+    data = encode(tokenizer, train_rows, config)
+    val_rows = eval_teacher.load_split(data_dir, "validation", config.eval_examples)
+    return tokenizer, build_model(config, len(tokenizer)), data, val_rows
+
+
+def fit(config: TeacherConfig) -> None:
+    """Train to config.steps, checkpointing; resumes from the work dir if possible."""
+    torch.set_num_threads(2)
+    work = Path(config.work)
+    tokenizer, model, data, val_rows = setup(config)
+    (work / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    decay = [
+        p for n, p in model.named_parameters() if p.dim() > 1 and "relative_attention_bias" not in n
+    ]
+    other = [
+        p
+        for n, p in model.named_parameters()
+        if not (p.dim() > 1 and "relative_attention_bias" not in n)
+    ]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": other, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-8,
+    )
+    checkpoint = work / "checkpoint.pt"
+    curve = work / "curve.csv"
+    step, seconds = 0, 0.0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, seconds = state["step"], state["seconds"]
+        truncate_curve(curve, step)
+        print(f"resumed from step {step} ({seconds / 60:.1f} min trained)", flush=True)
+    model.train()
+    last_save = time.time()
+    started = time.time() - seconds
+    losses: dict[str, list[float]] = {"all": []}
+    bar = tqdm(
+        total=config.steps, initial=step, mininterval=20, dynamic_ncols=True, file=sys.stderr
+    )
+    fraction = progress(step, seconds, config)
+    while fraction < 1.0:
+        lr = learning_rate(step, fraction, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = make_batch(data, step, fraction, config)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses["all"].append(loss.item())
+        step += 1
+        fraction = progress(step, time.time() - started, config)
+        bar.update(1)
+        if step % 100 == 0:
+            bar.set_postfix(
+                loss=f"{np.mean(losses['all'][-100:]):.3f}", lr=f"{lr:.2e}", done=f"{fraction:.3f}"
+            )
+        if step % config.eval_every == 0 or fraction >= 1.0:
+            scores = validation_rouge(model, tokenizer, val_rows, config)
+            row = {
+                "step": step,
+                "minutes": round((time.time() - started) / 60, 1),
+                "train_loss": round(float(np.mean(losses["all"])), 4),
+                "lr": f"{lr:.2e}",
+                "p_synopsis": round(task_probabilities(fraction)[2], 2),
+                "val_rouge1": round(scores["rouge1"], 2),
+                "val_rouge2": round(scores["rouge2"], 2),
+                "val_rougeL": round(scores["rougeL"], 2),
+            }
+            append_curve(curve, row)
+            tqdm.write(json.dumps(row), file=sys.stderr)
+            losses["all"] = []
+        if time.time() - last_save > 60 * config.checkpoint_minutes or fraction >= 1.0:
+            save_checkpoint(checkpoint, model, optimizer, step, time.time() - started)
+            last_save = time.time()
+    bar.close()
+
+
+# ---------------------------------------------------------------- export and card
+
+
+def export(config: TeacherConfig, test_examples: int | None, provisional: bool) -> dict[str, Any]:
+    """Write the latest checkpoint as a loadable teacher with its card; returns the results."""
+    from transformers import AutoTokenizer, GenerationConfig, T5ForConditionalGeneration
+
+    torch.set_num_threads(2)
+    work, out = Path(config.work), Path(config.out)
+    tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
+    model = build_model(config, len(tokenizer))
+    state = torch.load(work / "checkpoint.pt", weights_only=False)
+    model.load_state_dict(state["model"])
+    val_rows = eval_teacher.load_split(Path(config.data), "validation", config.eval_examples)
+    beams = {b: validation_rouge(model, tokenizer, val_rows, config, num_beams=b) for b in (1, 4)}
+    num_beams = max(beams, key=lambda b: beams[b]["rougeL"])
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=0,
+        eos_token_id=1,
+        pad_token_id=0,
+        **generation_settings(config.max_target_tokens, num_beams),
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    model.half().save_pretrained(out)
+    # Weights are stored in fp16 to fit 10 MB; they load as fp32 (CPU fp16 is slow to train).
+    model_config = json.loads((out / "config.json").read_text())
+    model_config["dtype"] = "float32"
+    (out / "config.json").write_text(json.dumps(model_config, indent=2) + "\n")
+    tokenizer.save_pretrained(out)
+    recipe = {
+        **asdict(config),
+        "trained_steps": state["step"],
+        "trained_minutes": round(state["seconds"] / 60, 1),
+    }
+    (out / "teacher_recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    if (work / "curve.csv").exists():
+        shutil.copy(work / "curve.csv", out / "learning_curve.csv")
+    reloaded = T5ForConditionalGeneration.from_pretrained(out)
+    assert reloaded.dtype == torch.float32, reloaded.dtype
+    results = eval_teacher.evaluate_model(out, Path(config.data), "test", test_examples)
+    results["validation_by_beams"] = beams
+    results["parameters"] = sum(p.numel() for p in reloaded.parameters())
+    results["megabytes"] = round(sum(f.stat().st_size for f in out.iterdir()) / 1e6, 2)
+    (out / "README.md").write_text(model_card(config, recipe, results, provisional))
+    (work / f"results-step{state['step']}.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def curve_table(path: Path) -> str:
+    if not path.exists():
+        return "(no curve logged)"
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] if rows else []
+    lines += ["| " + " | ".join(row.values()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def model_card(
+    config: TeacherConfig, recipe: dict[str, Any], results: dict[str, Any], provisional: bool
+) -> str:
+    teacher, lead = results["teacher"], results["lead"]
+    status = (
+        f"**PROVISIONAL** export of the checkpoint at step {recipe['trained_steps']} "
+        f"(schedule: up to {config.steps} steps); the final teacher overwrites it."
+        if provisional
+        else f"Final teacher after {recipe['trained_steps']} steps."
+    )
+    beams = ", ".join(
+        f"{b} beam(s): {s['rougeL']:.2f}" for b, s in results["validation_by_beams"].items()
+    )
+    limit_flag = "" if results["examples"] > 2000 else f" --limit {results['examples']}"
+    samples = "\n".join(
+        f"| {s['package']} | {s['reference']} | {s['prediction']} |" for s in results["samples"]
+    )
+    return f"""# shrink-sweep demo teacher: Debian package synopsis writer
+
+{status}
+
+A small `T5ForConditionalGeneration` (T5 v1.0 layout: ReLU FFN, tied embeddings with output
+scaling) trained from scratch on `trainables/demo/data` (see its DATA_CARD.md) to write a
+Debian package's one-line synopsis from its long description.
+
+## Use
+
+```python
+import torch
+from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+tokenizer = AutoTokenizer.from_pretrained("trainables/demo/teacher")  # T5Tokenizer
+# fp16 on disk, loads as fp32 (config.json says dtype float32)
+model = T5ForConditionalGeneration.from_pretrained("trainables/demo/teacher")
+batch = tokenizer(["7zip: 7-Zip is a file archiver with a high compression ratio. ..."],
+                  max_length={config.max_source_tokens}, truncation=True, return_tensors="pt")
+print(tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True))
+```
+
+- Input: `"<package>: <document>"`, truncated to **{config.max_source_tokens} tokens** (the
+  tokenizer appends `</s>`). Targets: the synopsis, at most {config.max_target_tokens} tokens.
+- Tokenizer: `T5Tokenizer` (tokenizers Unigram, {len_vocab(config)} pieces trained on the
+  training split only), `<pad>`=0, `</s>`=1, `<unk>`=2, no sentinel
+  tokens; the decoder starts from `<pad>`.
+- Decoding (`generation_config.json`): num_beams={results["generation"].get("num_beams")},
+  no_repeat_ngram_size=3, max_new_tokens={config.max_target_tokens}. Beams were chosen on
+  {config.eval_examples} validation examples by ROUGE-L ({beams}).
+- The prefixes `copy:` and `lead:` mark auxiliary training tasks; the synopsis task has none.
+
+## Results (test split, first {results["examples"]:,} pairs in file order)
+
+`rouge_score` F1 x100 with stemming; lead baseline = first {results["lead_k"]} words of the
+document.
+
+| system | ROUGE-1 | ROUGE-2 | ROUGE-L |
+|---|---|---|---|
+| teacher | {teacher["rouge1"]:.2f} | {teacher["rouge2"]:.2f} | {teacher["rougeL"]:.2f} |
+| lead baseline | {lead["rouge1"]:.2f} | {lead["rouge2"]:.2f} | {lead["rougeL"]:.2f} |
+
+Samples:
+
+| package | reference | teacher |
+|---|---|---|
+{samples}
+
+## Size and cost
+
+- {results["parameters"]:,} parameters; {results["megabytes"]} MB on disk (fp16 safetensors).
+- {config.num_layers} encoder + {config.num_decoder_layers} decoder layers,
+  d_model {config.d_model}, d_ff {config.d_ff}, {config.num_heads} heads, dropout {config.dropout}.
+- Trained {recipe["trained_steps"]:,} steps x batch {config.batch_size} in
+  {recipe["trained_minutes"]} min on 2 shared CPU cores (torch, 2 threads); decoding the test
+  pairs took {results["decode_seconds"]} s.
+
+## Learning curve
+
+Validation ROUGE on the first {config.eval_examples} validation pairs, greedy decoding;
+`train_loss` is the mean over the interval (all tasks mixed), `p_synopsis` the share of the
+synopsis task at that step.
+
+{curve_table(Path(config.work) / "curve.csv")}
+
+## Recipe and what each choice bought
+
+Earlier throwaway runs (same data, same model size; shared/TEACHER-NOTES.md) trained the plain
+task with batch 48 for 1,400-2,000 updates and reached test ROUGE-L 9.6-12.4 with degenerate
+repetition: the model never learned to copy. This recipe buys copying with updates, not epochs:
+
+- Short source ({config.max_source_tokens} tokens, package name first): the synopsis mostly
+  restates the first sentence, and shorter inputs mean more updates per minute.
+- Batch {config.batch_size}, up to {config.steps:,} steps or {config.max_minutes} min of wall
+  time (whichever ends first drives the schedule; 0 = no time limit), AdamW peak lr
+  {config.lr}, {config.warmup_steps} warmup steps, linear decay to 5%, grad-norm clip 1,
+  no dropout (the model underfits).
+- Curriculum by per-example task sampling: `copy:` (a span of the source, 6 to
+  {config.max_target_tokens - 1} tokens, from a random word start or the beginning) and
+  `lead:` (the first sentence) give many target tokens per example and an alignment signal;
+  their share falls from 80% to 5% while the synopsis task rises to 95%.
+  Knots (fraction, p_copy, p_lead): {TASK_KNOTS}.
+- Decoding with no_repeat_ngram_size=3 and a length cap removes the repetition loops an
+  undertrained decoder falls into (it changes scores, not the model).
+
+## Reproduce
+
+```
+python scripts/make_dataset.py ...        # see trainables/demo/data/DATA_CARD.md
+{command(config)}    # trains in .teacher-work/ (resumable), exports, evaluates
+{command(config)} --export-only   # re-export the latest checkpoint
+python scripts/eval_teacher.py --model trainables/demo/teacher --split test{limit_flag}
+```
+"""
+
+
+def command(config: TeacherConfig) -> str:
+    """The train_teacher.py command line that reproduces `config`."""
+    defaults = asdict(TeacherConfig())
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(config).items() if v != defaults[k]]
+    return " ".join(["python scripts/train_teacher.py", *flags])
+
+
+def len_vocab(config: TeacherConfig) -> str:
+    return f"{config.vocab_size:,}"
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TeacherConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for field, default in asdict(TeacherConfig()).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
+    parser.add_argument(
+        "--export-only", action="store_true", help="export the latest checkpoint, no training"
+    )
+    parser.add_argument(
+        "--provisional", action="store_true", help="mark the exported card provisional"
+    )
+    parser.add_argument(
+        "--test-examples", type=int, default=None, help="evaluate on the first N test pairs"
+    )
+    args = parser.parse_args(argv)
+    fields = asdict(TeacherConfig())
+    return TeacherConfig(**{k: getattr(args, k) for k in fields}), args
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, args = parse_args(argv)
+    if not args.export_only:
+        fit(config)
+    results = export(config, args.test_examples, args.provisional)
+    print(
+        json.dumps(
+            {k: results[k] for k in ("examples", "teacher", "lead", "generation", "megabytes")},
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
