@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny models built from config (never from the hub), sized like
+transformers' own model testers (d_model 32, vocab 99, a handful of layers)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+
+@pytest.fixture
+def tiny_t5() -> T5ForConditionalGeneration:
+    """A 5-encoder / 4-decoder layer T5 with seeded random weights, in eval mode."""
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=99,
+        d_model=32,
+        d_ff=37,
+        d_kv=8,
+        num_heads=4,
+        num_layers=5,
+        num_decoder_layers=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5ForConditionalGeneration(config).eval()
+
+
+@pytest.fixture
+def tiny_bart() -> BartForConditionalGeneration:
+    """A 5-encoder / 4-decoder layer BART with seeded random weights, in eval mode."""
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=99,
+        d_model=32,
+        encoder_layers=5,
+        decoder_layers=4,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=37,
+        decoder_ffn_dim=37,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=None,
+    )
+    return BartForConditionalGeneration(config).eval()

@@ -1,0 +1,225 @@
+"""Model surgery for "shrink and fine-tune": delete encoder/decoder layers of a seq2seq model.
+
+`shrink` copies the parent and keeps the chosen layers; `count_parameters` is the one place
+parameters are counted. Which layers to keep is decided in `trainables.layers`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class UnsupportedModelError(ValueError):
+    """The model's architecture is not one `shrink` knows how to cut."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Where an architecture family keeps its layer stacks and which config keys count them."""
+
+    encoder_layers: str  # dotted path of the encoder's nn.ModuleList of layers
+    decoder_layers: str
+    encoder_key: str  # config attribute holding the number of encoder layers
+    decoder_key: str
+    # T5 computes the relative position bias in the first block of each stack only and passes it
+    # on to the others, so whichever block comes first must own the bias table.
+    shared_relative_bias: bool
+
+
+_T5 = ArchSpec("encoder.block", "decoder.block", "num_layers", "num_decoder_layers", True)
+_BART = ArchSpec(
+    "model.encoder.layers", "model.decoder.layers", "encoder_layers", "decoder_layers", False
+)
+
+# Keyed by config.model_type; flan-T5 checkpoints are model_type "t5".
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "t5": _T5,
+    "mt5": _T5,
+    "longt5": _T5,
+    "umt5": replace(_T5, shared_relative_bias=False),  # every UMT5 block owns its own bias
+    "bart": _BART,
+    "mbart": _BART,
+    "pegasus": _BART,
+    "marian": _BART,
+}
+
+# Attributes of a T5-family attention module that hold position-bias tables (LongT5's
+# transient-global attention has a second one).
+_BIAS_TABLES = ("relative_attention_bias", "global_relative_attention_bias")
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters of a model, each shared tensor counted once."""
+
+    total: int
+    non_embedding: int
+
+    @property
+    def embedding(self) -> int:
+        """Parameters in embedding tables and an untied output projection."""
+        return self.total - self.non_embedding
+
+
+def arch_spec(config: PretrainedConfig) -> ArchSpec:
+    """Look up how to cut the architecture a config describes.
+
+    Args:
+        config: A transformers model config.
+
+    Returns:
+        The family's `ArchSpec`.
+
+    Raises:
+        UnsupportedModelError: If `config.model_type` is not in `ARCHITECTURES`.
+    """
+    spec = ARCHITECTURES.get(config.model_type)
+    if spec is None:
+        supported = ", ".join(sorted(ARCHITECTURES))
+        raise UnsupportedModelError(
+            f"cannot shrink model type {config.model_type!r}; supported model types: {supported}"
+        )
+    return spec
+
+
+def layer_counts(config: PretrainedConfig) -> tuple[int, int]:
+    """Read the numbers of encoder and decoder layers from a config.
+
+    Args:
+        config: A config of a supported architecture.
+
+    Returns:
+        `(encoder layers, decoder layers)`.
+
+    Raises:
+        UnsupportedModelError: If the architecture is not supported.
+    """
+    spec = arch_spec(config)
+    return getattr(config, spec.encoder_key), getattr(config, spec.decoder_key)
+
+
+def shrink(
+    model: PreTrainedModel, encoder_layers: Sequence[int], decoder_layers: Sequence[int]
+) -> PreTrainedModel:
+    """Return a copy of `model` that keeps only the given encoder and decoder layers.
+
+    The copy's config counts the kept layers, so `save_pretrained`/`from_pretrained` round-trip.
+    Kept layers are renumbered 0..k-1 for the generation cache, and in T5-family models the
+    first kept block of each stack takes over the parent's relative position bias table.
+
+    Note: transformers 5.x sizes a T5 decoder's generation cache by the *encoder* layer count
+    (`num_layers`), so a T5 student with more decoder than encoder layers fails in
+    `generate(use_cache=True)`; pass `past_key_values=EncoderDecoderCache(DynamicCache(),
+    DynamicCache())` to generate with it.
+
+    Args:
+        model: A seq2seq model of a supported architecture; it is not modified.
+        encoder_layers: Ascending, unique indices of the encoder layers to keep.
+        decoder_layers: Ascending, unique indices of the decoder layers to keep.
+
+    Returns:
+        The shrunk model, a new object sharing no tensors with `model`.
+
+    Raises:
+        UnsupportedModelError: If the architecture is not supported.
+        ValueError: If a side keeps no layer, or its indices are not ascending and unique
+            or fall outside the parent's layers.
+    """
+    spec = arch_spec(model.config)
+    plan = ((spec.encoder_layers, encoder_layers), (spec.decoder_layers, decoder_layers))
+    for path, kept in plan:
+        _check_kept(path, kept, len(_stack(model, path)))
+    student = copy.deepcopy(model)
+    for path, kept in plan:
+        _keep_layers(student, path, kept, spec.shared_relative_bias)
+    _set_counts(student, spec, len(encoder_layers), len(decoder_layers))
+    return student
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """Count a model's parameters, shared (tied) tensors once.
+
+    Embedding parameters are those of every `nn.Embedding` module (token embeddings, learned or
+    sinusoidal absolute position tables, T5 relative position bias tables) plus the output
+    projection when it is not tied to the input embeddings. Everything else is non-embedding.
+    Works on models on the meta device.
+
+    Args:
+        model: Any torch module; transformers models also report their output projection.
+
+    Returns:
+        Total and non-embedding parameter counts.
+    """
+    total = sum(p.numel() for p in model.parameters())  # parameters() yields shared ones once
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    get_output = getattr(model, "get_output_embeddings", None)
+    output = get_output() if get_output is not None else None
+    if output is not None:
+        tables.append(output)
+    embedding = {id(p): p.numel() for table in tables for p in table.parameters()}
+    return ParamCount(total=total, non_embedding=total - sum(embedding.values()))
+
+
+def _stack(model: nn.Module, path: str) -> nn.ModuleList:
+    try:
+        return model.get_submodule(path)
+    except AttributeError as error:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no layer list at {path!r}; shrink the "
+            "ForConditionalGeneration / MTModel class of the architecture"
+        ) from error
+
+
+def _check_kept(path: str, kept: Sequence[int], n_parent: int) -> None:
+    if not kept:
+        raise ValueError(f"{path}: keep at least one layer")
+    if any(b <= a for a, b in itertools.pairwise(kept)):
+        raise ValueError(f"{path}: layer indices must be ascending and unique, got {list(kept)}")
+    if kept[0] < 0 or kept[-1] >= n_parent:
+        raise ValueError(f"{path}: layer indices must lie in 0..{n_parent - 1}, got {list(kept)}")
+
+
+def _keep_layers(
+    model: nn.Module, path: str, kept: Sequence[int], shared_relative_bias: bool
+) -> None:
+    owner_path, _, name = path.rpartition(".")
+    owner = model.get_submodule(owner_path)
+    layers = getattr(owner, name)
+    survivors = nn.ModuleList(layers[i] for i in kept)
+    if shared_relative_bias:
+        _carry_relative_bias(layers[0], survivors[0])
+    for index, layer in enumerate(survivors):
+        # The generation cache stores keys/values in slot `layer_idx`, sized by the config count.
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = index
+    setattr(owner, name, survivors)
+
+
+def _carry_relative_bias(donor: nn.Module, first: nn.Module) -> None:
+    """Move the bias tables of the parent's first block into the student's first block."""
+    if first is donor:
+        return
+    for name, source in donor.named_modules():
+        if getattr(source, "has_relative_attention_bias", False):
+            target = first.get_submodule(name)
+            target.has_relative_attention_bias = True
+            for table in _BIAS_TABLES:
+                if hasattr(source, table):
+                    setattr(target, table, getattr(source, table))
+
+
+def _set_counts(model: PreTrainedModel, spec: ArchSpec, n_encoder: int, n_decoder: int) -> None:
+    model.config.update({spec.encoder_key: n_encoder, spec.decoder_key: n_decoder})
+    # T5 stacks hold private copies of the config in which `num_layers` counts that stack's own
+    # blocks; BART-family stacks share model.config, which is already updated.
+    for path, count in ((spec.encoder_layers, n_encoder), (spec.decoder_layers, n_decoder)):
+        stack_config = model.get_submodule(path.rpartition(".")[0]).config
+        if stack_config is not model.config:
+            stack_config.update({spec.encoder_key: count, spec.decoder_key: n_decoder})
