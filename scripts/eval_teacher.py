@@ -88,13 +88,14 @@ def evaluate_model(
     data_dir: Path,
     split: str,
     limit: int | None,
+    threads: int = 1,
     **generate_kwargs: Any,
 ) -> dict[str, Any]:
     """Score a saved teacher and the lead baseline on the same examples."""
     import torch
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = T5ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     max_source = json.loads((model_dir / "teacher_recipe.json").read_text())["max_source_tokens"]
@@ -130,9 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
     parser.add_argument("--limit", type=int, default=None, help="first N examples only")
     parser.add_argument("--num-beams", type=int, default=None, help="override generation_config")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     overrides = {} if args.num_beams is None else {"num_beams": args.num_beams}
-    result = evaluate_model(args.model, args.data, args.split, args.limit, **overrides)
+    result = evaluate_model(
+        args.model, args.data, args.split, args.limit, args.threads, **overrides
+    )
     print(json.dumps(result, indent=1))
 
 

@@ -321,7 +321,17 @@ Filters apply in this order; each record is counted under the first that removes
 |---|---|
 {filters}
 
-Near-duplicates keep the first package in name order.
+- *debug symbols*: names ending `-dbg`/`-dbgsym`, or "debug(ging) symbols" in the synopsis.
+- *transitional or dummy*: "transitional" or "dummy" in the synopsis.
+- *boilerplate role package*: the synopsis names a role in a split source rather than what the
+  software does ("development files", "documentation", "data files", "common files",
+  "- Rust source code", Rust `feature "..."` packages, "metapackage", "profiling libraries",
+  ...), or the name has a role suffix (`-dev`, `-doc`, `-data`, `-common`, `-l10n`, ...,
+  or a `+` feature) and the description says "This package contains the development/
+  documentation/data/... files". Patterns: `ROLE_SYNOPSIS`, `ROLE_NAME`, `ROLE_DOCUMENT`.
+- *document under 10 words*: after flattening.
+- *near-duplicate*: same normalized (lowercase alphanumerics) synopsis and first 200
+  characters of the document; the first package in name order is kept.
 
 ## Lead baseline (test split, {len(splits["test"]):,} pairs)
 
