@@ -218,8 +218,6 @@ def config_from_dict(
     errors: list[str] = []
     raw = _apply_overrides(raw, overrides, errors)
     config = _build(SweepConfig, raw, "", errors)
-    if config is not None:
-        _check(config, errors)
     if errors:
         raise ConfigError(errors, source)
     return config
@@ -281,7 +279,22 @@ def _build(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
             values[name] = value
         else:
             incomplete |= required
-    return None if incomplete else cls(**values)
+    if not incomplete:
+        built = cls(**values)
+        _run_checks(cls, built, errors)
+        return built
+    # Still run this level's checks on what was readable, so they report in the same error.
+    partial = types.SimpleNamespace(**{f.name: _default(f) for f in fields.values()} | values)
+    _run_checks(cls, partial, errors)
+    return None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def _convert(hint: Any, value: Any, where: str, errors: list[str]) -> Any:
@@ -382,10 +395,19 @@ def _number(value: Any) -> Any:
 # --- Checks across fields ------------------------------------------------------------------
 
 
-def _check(config: SweepConfig, errors: list[str]) -> None:
-    _check_layers(config.layers, errors)
-    _check_train(config.train, errors)
-    _check_data(config.data, errors)
+def _run_checks(cls: type, value: Any, errors: list[str]) -> None:
+    checks = {
+        SweepConfig: _check_sweep,
+        LayerSpaceConfig: _check_layers,
+        TrainSpaceConfig: _check_train,
+        DataConfig: _check_data,
+    }
+    if cls in checks:
+        checks[cls](value, errors)
+
+
+def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
+    """Checks across sections; a section that failed to load (None) is skipped."""
     for i, objective in enumerate(config.objectives):
         where = f"objectives[{i}]"
         if objective.metric not in METRICS:
@@ -401,7 +423,7 @@ def _check(config: SweepConfig, errors: list[str]) -> None:
             errors.append(f"reference_point.{metric}: not one of the objectives")
     if config.sampler.name not in SAMPLERS:
         errors.append(f"sampler.name: unknown sampler {config.sampler.name!r} (one of {SAMPLERS})")
-    if config.sampler.name == "grid":
+    if config.sampler.name == "grid" and config.layers is not None:
         _check_grid(config, errors)
     if config.trials < 1:
         errors.append(f"trials: must be at least 1, got {config.trials}")
@@ -418,12 +440,14 @@ def _check(config: SweepConfig, errors: list[str]) -> None:
     if config.decoding.num_beams < 1 or config.decoding.max_new_tokens < 1:
         errors.append("decoding: num_beams and max_new_tokens must be at least 1")
     for i, point in enumerate(config.first):
-        _check_first(point, config.layers, f"first[{i}]", errors)
+        _check_first(point, f"first[{i}]", errors)
 
 
 def _check_layers(layers: LayerSpaceConfig, errors: list[str]) -> None:
     for side in ("encoder", "decoder"):
         param = getattr(layers, side)
+        if param is None:
+            continue
         values = param_values(param)
         if values is None or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in values
@@ -431,7 +455,7 @@ def _check_layers(layers: LayerSpaceConfig, errors: list[str]) -> None:
             errors.append(f"layers.{side}: layer counts must be integers, got {param}")
         elif min(values) < 1:
             errors.append(f"layers.{side}: every side keeps at least one layer, got {min(values)}")
-    strategies = param_values(layers.strategy) or []
+    strategies = param_values(layers.strategy) or [] if layers.strategy else []
     for s in strategies:
         if s not in STRATEGIES:
             errors.append(f"layers.strategy: unknown strategy {s!r} (one of {STRATEGIES})")
@@ -517,7 +541,7 @@ def _check_grid(config: SweepConfig, errors: list[str]) -> None:
         errors.append("layers.strategy: the grid sampler cannot search 'mask' (2^layers points)")
 
 
-def _check_first(point: dict, layers: LayerSpaceConfig, where: str, errors: list[str]) -> None:
+def _check_first(point: dict, where: str, errors: list[str]) -> None:
     if not isinstance(point, dict):
         errors.append(f"{where}: expected a mapping of parameter values")
         return
