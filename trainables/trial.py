@@ -1,0 +1,179 @@
+"""What one trial does: shrink the base model, fine-tune it, score it, save it.
+
+`run_trial` is a plain function of `(TrialConfig, base model, data) -> TrialResult`; the few
+lines that adapt it to Ray Tune live in `search.sweep.tune_trial`. The base model travels to the
+trial as the bytes of its saved directory (`BaseModel`), so trials on other nodes need no shared
+filesystem and each gets a private, writable copy.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search.config import DecodingConfig
+from trainables.config import TrialConfig
+
+BUILTIN_MODELS = {"builtin:debian-teacher": Path(__file__).parent / "demo" / "teacher"}
+# A hub id is "name" or "org/name"; anything else that is not a directory is a missing path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class ModelError(ValueError):
+    """The base model cannot be found or loaded."""
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A pretrained model packed for trials: the files of its saved directory, as bytes."""
+
+    name: str
+    files: dict[str, bytes]
+
+    def unpack(self, directory: Path) -> Path:
+        for name, content in self.files.items():
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_bytes(content)
+        return directory
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    metrics: dict[str, float]
+    encoder_layers: tuple[int, ...]
+    decoder_layers: tuple[int, ...]
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Builtin names map to the package's own files; others pass through unchanged."""
+    if name_or_path in BUILTIN_MODELS:
+        return str(BUILTIN_MODELS[name_or_path])
+    return name_or_path
+
+
+def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """The model's config, without its weights: a fast existence check.
+
+    Raises:
+        ModelError: no such directory, hub model, or config.
+    """
+    from transformers import AutoConfig
+
+    location = resolve_model(name_or_path)
+    if not Path(location).is_dir() and not _HUB_ID.match(location):
+        raise ModelError(f"model {name_or_path!r}: no such directory")
+    try:
+        config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"model {name_or_path!r} cannot be loaded: {first_line}") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ModelError(
+            f"model {name_or_path!r} is a {config.model_type!r} model, not an encoder-decoder"
+        )
+    return config
+
+
+def load_base(name_or_path: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load the base model (fp32, from safetensors) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    location = resolve_model(name_or_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(
+        location, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    return model, tokenizer
+
+
+def pack_base(name_or_path: str, trust_remote_code: bool = False) -> tuple[BaseModel, Any, Any]:
+    """Load the base model once in the driver and pack it for the trials.
+
+    Returns:
+        The packed model, and the loaded model and tokenizer for the driver's own use.
+    """
+    model, tokenizer = load_base(name_or_path, trust_remote_code)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = {
+            str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
+        }
+    return BaseModel(name_or_path, files), model, tokenizer
+
+
+def size_on_disk_mb(directory: Path) -> float:
+    """Megabytes (10^6 bytes) of the weight files in a saved model directory."""
+    weights = [
+        p for p in Path(directory).rglob("*") if p.suffix in (".safetensors", ".bin", ".onnx")
+    ]
+    return sum(p.stat().st_size for p in weights) / 1e6
+
+
+def run_trial(
+    config: TrialConfig,
+    base: BaseModel,
+    data: Any,
+    decoding: DecodingConfig,
+    *,
+    save_dir: Path,
+    report: Callable[[dict[str, float]], None] | None = None,
+    threads: int | None = None,
+) -> TrialResult:
+    """Shrink, fine-tune and score one student, and save it to `save_dir`.
+
+    Args:
+        config: which layers to keep and how to fine-tune.
+        base: the packed base model.
+        data: the sweep's tokenized data (`trainables.data.TokenizedData`).
+        decoding: generation settings for scoring.
+        save_dir: where the student's model directory is written.
+        report: receives intermediate metrics (with `step`) every `train.eval_every` steps.
+        threads: CPU threads for torch.
+
+    Returns:
+        The final metrics: ROUGE, parameters, size on disk, latency, training statistics.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite (training stops at once).
+    """
+    from trainables.shrink import count_parameters, shrink
+    from trainables.train import evaluate_model, fine_tune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        parent, tokenizer = load_base(str(base.unpack(Path(tmp))))
+    student = shrink(parent, config.encoder_layers, config.decoder_layers)
+    del parent
+    counts = count_parameters(student)
+    sizes = {"params": float(counts.total), "params_non_embedding": float(counts.non_embedding)}
+
+    def evaluate_at(step: int) -> None:
+        metrics = evaluate_model(student, tokenizer, data, decoding)
+        if report is not None:
+            report({**sizes, **metrics, "step": step})
+
+    stats = fine_tune(
+        student,
+        data,
+        config.train,
+        pad_token_id=tokenizer.pad_token_id,
+        evaluate_at=evaluate_at if config.train.eval_every else None,
+        threads=threads,
+    )
+    metrics = evaluate_model(student, tokenizer, data, decoding)
+    student.save_pretrained(save_dir)
+    tokenizer.save_pretrained(save_dir)
+    metrics.update(sizes)
+    metrics.update(
+        size_mb=size_on_disk_mb(save_dir),
+        train_loss=stats.final_loss,
+        train_seconds=stats.seconds,
+        examples_per_second=stats.examples_per_second,
+        step=stats.steps,
+    )
+    return TrialResult(metrics, config.encoder_layers, config.decoder_layers)
