@@ -13,6 +13,16 @@ from transformers import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Run single-threaded: on a busy 2-core machine two OpenMP threads make tiny models
+    ~100x slower (spin-waiting), turning a 20 ms generate() into 2 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_t5() -> T5ForConditionalGeneration:
     """A 5-encoder / 4-decoder layer T5 with seeded random weights, in eval mode."""

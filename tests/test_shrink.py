@@ -98,16 +98,6 @@ FAMILIES = ["t5", "bart", *OTHER_FAMILIES]
 CROSS_ATTENTION = re.compile(r"\.(EncDecAttention|encoder_attn)$")  # T5 / BART naming
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run single-threaded: on a busy 2-core machine two OpenMP threads make these tiny models
-    ~100x slower (spin-waiting), turning a 20 ms generate() into 2 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def parent(request, family):
     """A tiny model of `family` with every learned parameter (norms and biases too) random."""

@@ -38,15 +38,6 @@ DATA = DataConfig(
 FAST = TrainConfig(learning_rate=3e-2, max_steps=30, batch_size=16, warmup_ratio=0.1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on busy shared cores they lose a lot."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory):
     return tiny_t5_dir(tmp_path_factory.mktemp("t5"))

@@ -1,0 +1,226 @@
+"""`shrink-sweep`: a thin map from command names to functions.
+
+Exit codes: 0 done; 2 bad input (configuration, model, data, tracking store); 1 the sweep ran
+but failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from search.config import ConfigError, load_config
+
+BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command"):
+        parser.print_help()
+        return BAD_INPUT
+    try:
+        return args.command(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if _is_bad_input(err):
+            print(f"shrink-sweep: error: {err}", file=sys.stderr)
+            return BAD_INPUT
+        raise
+
+
+def _is_bad_input(err: Exception) -> bool:
+    from trainables.data import DataError
+
+    from search.tracking import TrackingError
+    from trainables.trial import ModelError
+
+    return isinstance(err, (ConfigError, DataError, ModelError, TrackingError))
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a sweep: shrink, fine-tune and score students, tracking every trial in MLflow."""
+    from search.sweep import run_sweep
+
+    config = load_config(args.space, _overrides(args))
+    summary = run_sweep(
+        config,
+        store=args.store,
+        tracking_uri=args.tracking_uri,
+        address=args.address or os.environ.get("RAY_ADDRESS"),
+    )
+    print(f"\nsweep {summary.sweep}: {summary.finished} finished, {summary.failed} failed")
+    _print_front(summary.front, config)
+    print(f"hypervolume {summary.hypervolume:.6g}")
+    print(f"look at it: shrink-sweep ui --store {args.store}   (run {summary.sweep_run_id})")
+    return 0 if summary.finished else 1
+
+
+def validate(args: argparse.Namespace) -> int:
+    """Check a space.yaml (and overrides) without running anything."""
+    load_config(args.space, _overrides(args))
+    print(f"{args.space}: ok")
+    return 0
+
+
+def pareto(args: argparse.Namespace) -> int:
+    """Print a sweep's Pareto front and write its plot (the latest sweep by default)."""
+    from search.sweep import SweepPaths, write_front_csv
+    from search.tracking import Tracker, check_store, resolve_uri
+
+    config = load_config(args.space, _overrides(args))
+    uri = resolve_uri(args.tracking_uri, args.store)
+    check_store(uri)
+    tracker = Tracker(uri, config.name, SweepPaths(args.store).artifacts)
+    run = tracker.find_sweep(args.sweep)
+    if run is None:
+        raise ConfigError([f"no sweep {args.sweep or ''} in experiment {config.name!r} at {uri}"])
+    tracker.sweep_run_id = run.info.run_id
+    front = _front_rows(tracker, config)
+    print(f"sweep {run.info.run_name} ({run.info.run_id})")
+    _print_front(front, config)
+    if args.out:
+        write_front_csv(front, Path(args.out))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def ui(args: argparse.Namespace) -> int:
+    """Start the MLflow UI on the local store (127.0.0.1 unless told otherwise)."""
+    from search.tracking import default_uri
+
+    store = Path(args.store).resolve()
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", default_uri(store),
+        "--host", args.host, "--port", str(args.port),
+    ]  # fmt: skip
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    os.execv(sys.executable, command)
+    return 0  # not reached
+
+
+def _front_rows(tracker: object, config: object) -> list[dict]:
+    from search.pareto import pareto_front
+
+    rows = [
+        r for r in tracker.trial_rows("finished") if all(o.metric in r for o in config.objectives)
+    ]
+    if not rows:
+        return []
+    values = [[float(r[o.metric]) for o in config.objectives] for r in rows]
+    mask = pareto_front(values, [o.mode for o in config.objectives])
+    return [r for r, m in zip(rows, mask, strict=True) if m]
+
+
+def _print_front(front: list[dict], config: object) -> None:
+    from search.pareto import front_table
+
+    if not front:
+        print("Pareto front: empty (no finished trial)")
+        return
+    objectives = [(o.metric, o.mode) for o in config.objectives]
+    table = front_table(front, objectives)
+    columns = ["trial", *[o.metric for o in config.objectives], "encoder_layers", "decoder_layers"]
+    extra = [c for c in ("rouge1", "rouge2", "size_mb", "latency_ms") if c not in columns]
+    columns += extra
+    cells = [[_cell(row.get(c)) for c in columns] for row in table]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print(f"Pareto front ({len(table)} trials):")
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.2f}"
+    return "-" if value is None else str(value)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.set or [])
+    for flag, key in (("model", "model"), ("trials", "trials"), ("name", "name")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shrink-sweep",
+        description="Shrink and fine-tune seq2seq summarizers: search which layers to keep.",
+    )
+    commands = parser.add_subparsers(title="commands")
+
+    p = _command(commands, "run", run)
+    _space_args(p)
+    p.add_argument("--model", help="override model: a hub name or a local directory")
+    p.add_argument("--trials", type=int, help="override trials: how many trials to run")
+    p.add_argument("--name", help="override name: the MLflow experiment")
+    _store_args(p)
+    p.add_argument(
+        "--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)"
+    )
+
+    p = _command(commands, "validate", validate)
+    _space_args(p)
+
+    p = _command(commands, "pareto", pareto)
+    p.add_argument("sweep", nargs="?", help="the sweep's MLflow run id or name (default: latest)")
+    p.add_argument("--space", default="space.yaml", help="the space.yaml the sweep ran with")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
+    p.add_argument("--out", help="also write the front to this CSV file")
+    _store_args(p)
+
+    p = _command(commands, "ui", ui)
+    p.add_argument(
+        "--store", type=Path, default=Path("mlflow"), help="local store (default ./mlflow)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, func: object
+) -> argparse.ArgumentParser:
+    doc = (func.__doc__ or "").strip()
+    p = commands.add_parser(name, help=doc.splitlines()[0], description=doc)
+    p.set_defaults(command=func)
+    return p
+
+
+def _space_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "space", nargs="?", default="space.yaml", help="the search space (default ./space.yaml)"
+    )
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override any value of space.yaml, e.g. --set data.max_train_examples=200",
+    )  # fmt: skip
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store", type=Path, default=Path("mlflow"), help="local store (default ./mlflow)"
+    )
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the store)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

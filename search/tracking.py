@@ -1,0 +1,220 @@
+"""Everything shrink-sweep writes to or reads from MLflow; no other module imports mlflow.
+
+One parent run per sweep, one child run per trial nested under it (`mlflow.parentRunId`). The
+driver is the only writer: SQLite takes no concurrent writers and cluster nodes share no disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+KIND_TAG = "shrink_sweep.kind"  # "sweep" or "trial"
+SWEEP_TAG = "shrink_sweep.sweep"  # the sweep's name, on the parent and every child
+TRIAL_TAG = "shrink_sweep.trial_id"  # Ray Tune's trial id, on each child
+OUTCOME_TAG = "shrink_sweep.outcome"  # finished, failed, stopped, running
+PARENT_TAG = "mlflow.parentRunId"
+_INTERNAL = ("mlflow.", "shrink_sweep.")
+
+# MLflow knows FINISHED, FAILED and KILLED; "stopped early" is KILLED plus the outcome tag.
+_STATUS = {"finished": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, unwritable directory)."""
+
+
+def default_uri(store_dir: Path) -> str:
+    """SQLite in the local store directory (`./mlflow/` by default)."""
+    return f"sqlite:///{Path(store_dir).resolve() / 'mlflow.db'}"
+
+
+def resolve_uri(uri: str | None, store_dir: Path) -> str:
+    """`--tracking-uri`, else `MLFLOW_TRACKING_URI`, else the local SQLite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(store_dir)
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any work, if the tracking store cannot be reached or written.
+
+    Raises:
+        TrackingError: naming the URI and what went wrong.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+                if reply.status != 200:
+                    raise TrackingError(f"tracking server {uri} answered HTTP {reply.status}")
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(f"tracking server {uri} is unreachable: {reason}") from None
+        return
+    if uri.startswith("sqlite:///"):
+        _check_writable(Path(uri.removeprefix("sqlite:///")).parent, uri)
+    elif "://" not in uri or uri.startswith("file://"):
+        _check_writable(Path(uri.removeprefix("file://")), uri)
+
+
+def _check_writable(directory: Path, uri: str) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise TrackingError(
+            f"tracking store {uri}: {directory} is not writable ({err.strerror})"
+        ) from None
+
+
+class Tracker:
+    """A sweep's view of MLflow: its parent run and its trial runs."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self._experiment(experiment, artifact_root)
+        self.sweep_run_id: str | None = None
+
+    def _experiment(self, name: str, artifact_root: Path | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (artifact_root / name).resolve().as_uri() if artifact_root else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    # --- the sweep's parent run ------------------------------------------------------------
+
+    def start_sweep(self, sweep: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=sweep,
+            tags={KIND_TAG: "sweep", SWEEP_TAG: sweep, OUTCOME_TAG: "running", **tags},
+        )
+        self.sweep_run_id = run.info.run_id
+        self._log(self.sweep_run_id, params=params)
+        return self.sweep_run_id
+
+    def resume_sweep(self, run_id: str) -> None:
+        self.sweep_run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, OUTCOME_TAG, "running")
+
+    def end_sweep(self, outcome: str) -> None:
+        self.client.set_tag(self.sweep_run_id, OUTCOME_TAG, outcome)
+        self.client.set_terminated(self.sweep_run_id, _STATUS[outcome])
+
+    def find_sweep(self, name_or_id: str | None = None) -> Any:
+        """The sweep's parent run by run id or name; without one, the latest sweep."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{KIND_TAG}` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+        )
+        for run in runs:
+            if name_or_id in (None, run.info.run_id, run.info.run_name):
+                return run
+        return None
+
+    def log_sweep_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._log(self.sweep_run_id, metrics=metrics, step=step)
+
+    def log_sweep_artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.sweep_run_id, str(path))
+
+    # --- trial runs ------------------------------------------------------------------------
+
+    def start_trial(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        existing = self.trial_run(trial_id)
+        if existing is not None:  # a resumed sweep retries the trial under its old run
+            self.client.update_run(existing, status="RUNNING")
+            return existing
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial_id}",
+            tags={
+                KIND_TAG: "trial",
+                PARENT_TAG: self.sweep_run_id,
+                TRIAL_TAG: trial_id,
+                OUTCOME_TAG: "running",
+                **tags,
+            },
+        )
+        self._log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def trial_run(self, trial_id: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{self.sweep_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+        )
+        return runs[0].info.run_id if runs else None
+
+    def log_trial_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        self._log(run_id, metrics=metrics, step=step)
+
+    def end_trial(self, run_id: str, outcome: str, error: str | None = None) -> None:
+        if error:
+            self.client.log_text(run_id, error, "error.txt")
+        self.client.set_tag(run_id, OUTCOME_TAG, outcome)
+        self.client.set_terminated(run_id, _STATUS[outcome])
+
+    def trial_rows(self, outcome: str | None = "finished") -> list[dict[str, Any]]:
+        """Every trial of the sweep as a flat row: id, params, last metrics, outcome, run id."""
+        query = f"tags.`{PARENT_TAG}` = '{self.sweep_run_id}'"
+        if outcome:
+            query += f" and tags.`{OUTCOME_TAG}` = '{outcome}'"
+        rows = []
+        for run in _all_runs(self.client, self.experiment_id, query):
+            row = {"trial": run.data.tags.get(TRIAL_TAG), "run_id": run.info.run_id}
+            row["outcome"] = run.data.tags.get(OUTCOME_TAG)
+            row.update(run.data.params)
+            row.update(run.data.metrics)
+            row.update({k: v for k, v in run.data.tags.items() if not k.startswith(_INTERNAL)})
+            rows.append(row)
+        return sorted(rows, key=lambda r: r["trial"] or "")
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _log(
+        self,
+        run_id: str,
+        params: Mapping[str, Any] = {},
+        metrics: Mapping[str, float] = {},
+        step: int = 0,
+    ) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        metric_list = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and math.isfinite(v)
+        ]
+        param_list = [Param(k, _param_text(v)) for k, v in params.items()]
+        for i in range(0, max(len(metric_list), len(param_list)), 100):  # MLflow's batch limit
+            self.client.log_batch(run_id, metric_list[i : i + 100], param_list[i : i + 100])
+
+
+def _all_runs(client: Any, experiment_id: str, query: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)[:6000]  # MLflow's limit on a param value

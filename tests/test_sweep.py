@@ -1,0 +1,148 @@
+"""End to end: `shrink-sweep run` on a local tiny model and local jsonl files, then what it left
+in MLflow and the Optuna study. The CLI runs as a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from tiny import TINY_DATA, tiny_bart_dir, tiny_t5_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_path(tmp_path_factory) -> Path:
+    return tiny_t5_dir(tmp_path_factory.mktemp("models") / "t5", layers=(4, 3))
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_path(tmp_path_factory) -> Path:
+    return tiny_bart_dir(tmp_path_factory.mktemp("models") / "bart", layers=(4, 3))
+
+
+def write_space(directory: Path, model: Path, **changes) -> Path:
+    space = {
+        "name": "tiny",
+        "model": str(model),
+        "data": {
+            "files": {
+                "train": str(TINY_DATA / "train.jsonl"),
+                "validation": str(TINY_DATA / "validation.jsonl"),
+            },
+            "source_template": "{package}: {document}",
+            "max_source_length": 48,
+            "max_target_length": 16,
+            "max_eval_examples": 12,
+        },
+        "layers": {
+            "encoder": {"low": 1, "high": 4},
+            "decoder": {"low": 1, "high": 3},
+            "strategy": ["sft", "spread", "first"],
+        },
+        "train": {
+            "learning_rate": {"low": 3.0e-3, "high": 3.0e-2, "log": True},
+            "max_steps": 8,
+            "batch_size": 8,
+            "eval_every": 4,
+        },
+        "decoding": {"max_new_tokens": 8},
+        "trials": 2,
+        "first": [{"encoder": 4, "decoder": 3, "strategy": "sft"}],
+    }
+    space.update(changes)
+    path = directory / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def shrink_sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def sweep_runs(store: Path, experiment: str = "tiny") -> tuple[MlflowClient, object, list]:
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags["shrink_sweep.kind"] == "sweep"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags["shrink_sweep.kind"] == "trial"]
+    return client, parents[0], children
+
+
+def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
+    space = write_space(tmp_path, tiny_t5_path)
+    done = shrink_sweep("run", str(space), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Pareto front (" in done.stdout
+
+    store = tmp_path / "mlflow"
+    client, parent, children = sweep_runs(store)
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 2
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["shrink_sweep.outcome"] == "finished"
+        for metric in ("rouge1", "rouge2", "rougeL", "rougeLsum", "latency_ms", "size_mb"):
+            assert metric in child.data.metrics, metric
+        assert 0 <= child.data.metrics["rougeL"] <= 100
+        assert child.data.metrics["size_mb"] > 0
+        history = client.get_metric_history(child.info.run_id, "rougeL")
+        assert sorted(m.step for m in history) == [4, 8]  # eval_every 4, 8 steps
+        assert child.data.params["encoder_layers"].startswith("[0")
+
+    # The first trial is the configured first point: the whole model, every layer kept.
+    full = [c for c in children if c.data.params["encoder_layers"] == "[0,1,2,3]"]
+    assert len(full) == 1 and full[0].data.params["decoder_layers"] == "[0,1,2]"
+    assert full[0].data.metrics["params"] > min(c.data.metrics["params"] for c in children)
+
+    artifacts = {a.path: a for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.csv", "pareto.html"} <= set(artifacts)
+    assert artifacts["pareto.html"].file_size > 1_000_000  # plotly.js embedded
+    table = client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
+    assert len(rows) == 2
+    on_front = {r["trial"] for r in rows if r["on_front"] == "True"}
+    assert parent.data.metrics["front_size"] == len(on_front)
+
+    # The front agrees with the Optuna study's own best trials.
+    study = optuna.load_study(
+        study_name=parent.info.run_name, storage=f"sqlite:///{store / 'optuna.db'}"
+    )
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    best = sorted((t.values[0], t.values[1]) for t in study.best_trials)
+    ours = sorted((float(r["rougeL"]), float(r["params"])) for r in rows if r["trial"] in on_front)
+    assert best == ours
+
+    shown = shrink_sweep("pareto", "--space", str(space), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"Pareto front ({len(on_front)} trials)" in shown.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_six_trials_two_at_a_time(tmp_path, family, tiny_t5_path, tiny_bart_path):
+    model = tiny_t5_path if family == "t5" else tiny_bart_path
+    space = write_space(tmp_path, model, trials=6, resources={"cpus": 1})
+    done = shrink_sweep("run", str(space), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    _, parent, children = sweep_runs(tmp_path / "mlflow")
+    assert [c.info.status for c in children] == ["FINISHED"] * 6
+    assert parent.data.metrics["front_size"] >= 1
+    spans = sorted((c.info.start_time, c.info.end_time) for c in children)
+    overlapping = sum(a_end > b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
+    assert overlapping >= 1, "no two trials ran at the same time"
