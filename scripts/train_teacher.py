@@ -37,9 +37,10 @@ import eval_teacher
 
 # Task schedule knots: (fraction of training, p(copy), p(lead)); p(synopsis) is the rest.
 TASK_KNOTS = (
-    (0.0, 0.5, 0.3),
-    (0.15, 0.4, 0.3),
-    (0.6, 0.1, 0.15),
+    (0.0, 0.8, 0.1),
+    (0.1, 0.6, 0.2),
+    (0.3, 0.3, 0.3),
+    (0.6, 0.1, 0.2),
     (0.75, 0.0, 0.1),
     (1.0, 0.0, 0.05),
 )
@@ -151,16 +152,38 @@ def task_probabilities(fraction: float) -> list[float]:
     return [TASK_KNOTS[-1][1], TASK_KNOTS[-1][2], 1.0 - TASK_KNOTS[-1][1] - TASK_KNOTS[-1][2]]
 
 
-def make_example(data: Encoded, i: int, task: str, rng: np.random.Generator, config: TeacherConfig):
+def copy_source_tokens(fraction: float, config: TeacherConfig) -> int:
+    """Length curriculum for the copy task: 16 source tokens at first, the full source by 30%.
+
+    Measured: with 48-token sources and spans from the start, the decoder ignored the encoder
+    for 2,400 steps (loss stuck at 5.8, outputs "s and s to the s"); copying whole 16-token
+    sources alone dropped the loss from 8.1 to 3.2 in 500 steps.
+    """
+    ramp = min(fraction / 0.3, 1.0)
+    return int(16 + ramp * (config.max_source_tokens - 16))
+
+
+def make_example(
+    data: Encoded,
+    i: int,
+    task: str,
+    fraction: float,
+    rng: np.random.Generator,
+    config: TeacherConfig,
+) -> tuple[list[int], list[int]]:
     """Return (source ids, target ids) for one example and task, both ending with </s>."""
     eos = 1
     source = data.sources[i]
     if task == "synopsis":
         return [*source, eos], [*data.summaries[i], eos]
-    prefixed = [*(data.prefixes[task] + source)[: config.max_source_tokens - 1], eos]
     if task == "lead":
+        prefixed = [*(data.prefixes[task] + source)[: config.max_source_tokens - 1], eos]
         return prefixed, [*data.leads[i], eos]
-    starts = data.word_starts[i] or [0]
+    source = source[: copy_source_tokens(fraction, config) - len(data.prefixes[task]) - 1]
+    prefixed = [*data.prefixes[task], *source, eos]
+    if len(source) < config.max_target_tokens:
+        return prefixed, [*source, eos]
+    starts = [s for s in data.word_starts[i] if s < len(source) - 6] or [0]
     start = starts[rng.integers(len(starts))] if rng.random() < 0.7 else 0
     length = int(rng.integers(6, config.max_target_tokens))
     return prefixed, [*source[start : start + length], eos]
@@ -178,7 +201,7 @@ def make_batch(
     rng = np.random.default_rng([config.seed, 1_000_003, step])
     probabilities = task_probabilities(fraction)
     pairs = [
-        make_example(data, int(i), TASKS[rng.choice(3, p=probabilities)], rng, config)
+        make_example(data, int(i), TASKS[rng.choice(3, p=probabilities)], fraction, rng, config)
         for i in indices
     ]
     source_len = max(len(s) for s, _ in pairs)
@@ -551,10 +574,15 @@ repetition: the model never learned to copy. This recipe buys copying with updat
   time (whichever ends first drives the schedule; 0 = no time limit), AdamW peak lr
   {config.lr}, {config.warmup_steps} warmup steps, linear decay to 5%, grad-norm clip 1,
   no dropout (the model underfits).
-- Curriculum by per-example task sampling: `copy:` (a span of the source, 6 to
-  {config.max_target_tokens - 1} tokens, from a random word start or the beginning) and
-  `lead:` (the first sentence) give many target tokens per example and an alignment signal;
-  their share falls from 80% to 5% while the synopsis task rises to 95%.
+- Curriculum by per-example task sampling: `copy:` and `lead:` (the first sentence) give
+  many target tokens per example and an alignment signal; their share falls from 90% to 5%
+  while the synopsis task rises to 95%. The copy source grows from 16 tokens (target = the
+  whole source) to the full {config.max_source_tokens} by 30% of training (target = a span of
+  6 to {config.max_target_tokens - 1} tokens from a random word start or the beginning).
+  Measured: a first run of this script with 48-token copy sources from the start (copy 50%,
+  lead 30%) stayed on the language-model plateau (loss 5.8, val ROUGE-L 7.5 after 2,400
+  steps; outputs like "s and s to the s"): the decoder ignored the encoder. Copying whole
+  16-token sources alone took the loss from 8.1 to 3.2 in 500 steps, hence the length ramp.
   Knots (fraction, p_copy, p_lead): {TASK_KNOTS}.
 - Decoding with no_repeat_ngram_size=3 and a length cap removes the repetition loops an
   undertrained decoder falls into (it changes scores, not the model).
