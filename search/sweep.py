@@ -22,6 +22,7 @@ from search.plot import pareto_figure, write_pareto_html
 from search.preflight import Prepared, prepare
 from search.space import InfeasibleError, grid, plan, suggest
 from search.tracking import Tracker, check_store, resolve_uri
+from trainables.trial import tune_trial
 
 # Metrics a trial reports that are logged to MLflow (Ray adds many bookkeeping keys).
 TRIAL_METRICS = (
@@ -189,36 +190,6 @@ def make_sampler(config: SweepConfig, parent_layers: tuple[int, int]) -> Any:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
-
-
-def tune_trial(
-    params: dict[str, Any],
-    *,
-    base: Any,
-    data: Any,
-    decoding: Any,
-    parent_layers: tuple[int, int],
-) -> None:
-    """Ray Tune's entry point for one trial: plan it, run it, report with its weights."""
-    from ray import tune
-
-    from trainables.trial import run_trial
-
-    trial_config = plan(params, parent_layers)
-    resources = tune.get_context().get_trial_resources().required_resources
-    threads = max(1, int(resources.get("CPU", 1)))
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run_trial(
-            trial_config,
-            base,
-            data,
-            decoding,
-            report=tune.report,
-            save_dir=Path(tmp) / "model",
-            threads=threads,
-        )
-        checkpoint = tune.Checkpoint.from_directory(str(Path(tmp) / "model"))
-        tune.report({**result.metrics, "final": 1}, checkpoint=checkpoint)
 
 
 # --- the driver's MLflow writer ------------------------------------------------------------

@@ -136,7 +136,9 @@ def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
 @pytest.mark.parametrize("family", ["t5", "bart"])
 def test_six_trials_two_at_a_time(tmp_path, family, tiny_t5_path, tiny_bart_path):
     model = tiny_t5_path if family == "t5" else tiny_bart_path
-    space = write_space(tmp_path, model, trials=6, resources={"cpus": 1})
+    # Long enough (a few hundred tiny steps) that trials outlast a worker's start-up.
+    train = {"learning_rate": 1.0e-2, "max_steps": 300, "batch_size": 8, "eval_every": 150}
+    space = write_space(tmp_path, model, trials=6, resources={"cpus": 1}, train=train)
     done = shrink_sweep("run", str(space), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 

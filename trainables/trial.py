@@ -177,3 +177,35 @@ def run_trial(
         step=stats.steps,
     )
     return TrialResult(metrics, config.encoder_layers, config.decoder_layers)
+
+
+def tune_trial(
+    params: dict[str, Any],
+    *,
+    base: BaseModel,
+    data: Any,
+    decoding: DecodingConfig,
+    parent_layers: tuple[int, int],
+) -> None:
+    """Ray Tune's entry point for one trial: plan it, run it, report with its weights.
+
+    It lives here, not in `search/`, so that a trial worker imports only what a trial needs.
+    """
+    from ray import tune
+
+    from search.space import plan
+
+    trial_config = plan(params, parent_layers)
+    resources = tune.get_context().get_trial_resources().required_resources
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_trial(
+            trial_config,
+            base,
+            data,
+            decoding,
+            report=tune.report,
+            save_dir=Path(tmp) / "model",
+            threads=max(1, int(resources.get("CPU", 1))),
+        )
+        checkpoint = tune.Checkpoint.from_directory(str(Path(tmp) / "model"))
+        tune.report({**result.metrics, "final": 1}, checkpoint=checkpoint)
