@@ -65,12 +65,15 @@ def test_files_load_as_train_and_eval_in_file_order():
     assert splits["eval"][0] == read_rows(TINY_DATA / "validation.jsonl")[0]
 
 
-def test_example_limits_keep_the_first_rows():
+def test_example_limits_keep_a_seeded_sample_in_file_order():
     config = DataConfig(files=FILES, max_train_examples=7, max_eval_examples=500)
     splits = load_splits(config)
     assert (len(splits["train"]), len(splits["eval"])) == (7, 30)
-    first = [r["document"] for r in read_rows(TINY_DATA / "train.jsonl")[:7]]
-    assert list(splits["train"]["document"]) == first
+    documents = [r["document"] for r in read_rows(TINY_DATA / "train.jsonl")]
+    positions = [documents.index(d) for d in splits["train"]["document"]]
+    assert positions == sorted(positions)
+    assert max(positions) > 100  # spread over the file, not its first rows
+    assert list(load_splits(config)["train"]["document"]) == list(splits["train"]["document"])
 
 
 @pytest.mark.parametrize("suffix", [".jsonl.gz", ".csv", ".parquet"])

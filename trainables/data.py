@@ -38,6 +38,7 @@ class DataError(ValueError):
 
 
 # --- Loading -------------------------------------------------------------------------------
+LIMIT_SEED = 0  # which rows max_train_examples / max_eval_examples keep
 
 
 def load_splits(data: DataConfig) -> datasets.DatasetDict:
@@ -69,7 +70,10 @@ def load_splits(data: DataConfig) -> datasets.DatasetDict:
             raise DataError(f"split {split!r} is empty")
         check_columns(splits[role], data, split)
         if limits[role] is not None and limits[role] < len(splits[role]):
-            splits[role] = splits[role].select(range(limits[role]))
+            # A seeded sample, not the first rows: files are often sorted (the demo data is,
+            # by package name), and the first rows of a sorted file are not representative.
+            sample = np.random.default_rng(LIMIT_SEED).permutation(len(splits[role]))
+            splits[role] = splits[role].select(sorted(sample[: limits[role]].tolist()))
     return datasets.DatasetDict(splits)
 
 
