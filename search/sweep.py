@@ -135,8 +135,11 @@ def _tune(
         tune_config=tune.TuneConfig(
             search_alg=_searcher(config, prepared, sweep, paths),
             num_samples=config.trials,
-            max_concurrent_trials=config.max_concurrent or None,
+            # Without a limit Tune lets a searcher have one trial pending at a time, so the
+            # other slots idle while that trial's worker starts; with one, every slot fills.
+            max_concurrent_trials=_slots(config, ray.cluster_resources()),
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            reuse_actors=True,  # the next trial skips a new worker's start-up and imports
         ),
         run_config=tune.RunConfig(
             name=sweep,
@@ -147,6 +150,16 @@ def _tune(
         ),
     )
     tuner.fit()
+
+
+def _slots(config: SweepConfig, cluster: dict[str, float]) -> int:
+    """How many trials the cluster can run at once with the configured resources."""
+    slots = cluster.get("CPU", 1) // config.resources.cpus
+    if config.resources.gpus:
+        slots = min(slots, cluster.get("GPU", 0) // config.resources.gpus)
+    if config.max_concurrent:
+        slots = min(slots, config.max_concurrent)
+    return max(1, int(slots))
 
 
 def _quiet_libraries() -> None:
