@@ -11,9 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from search.config import ConfigError, load_config
+from search.config import ConfigError, load_config, load_space
 
 BAD_INPUT = 2
+INTERRUPTED = 130  # the shell's code for Ctrl-C; the sweep can be resumed
+LATEST = "latest"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as err:
         if _is_bad_input(err):
             print(f"shrink-sweep: error: {err}", file=sys.stderr)
@@ -35,9 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_bad_input(err: Exception) -> bool:
-    from trainables.data import DataError
-
     from search.tracking import TrackingError
+    from trainables.data import DataError
     from trainables.trial import ModelError
 
     return isinstance(err, (ConfigError, DataError, ModelError, TrackingError))
@@ -48,20 +49,29 @@ def _is_bad_input(err: Exception) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Run a sweep: shrink, fine-tune and score students, tracking every trial in MLflow."""
-    from search.sweep import run_sweep
+    from search.sweep import resume_sweep, run_sweep
 
-    config = load_config(args.space, _overrides(args))
-    summary = run_sweep(
-        config,
-        store=args.store,
-        tracking_uri=args.tracking_uri,
-        address=args.address or os.environ.get("RAY_ADDRESS"),
-    )
+    config, raw = load_space(args.space, _overrides(args))
+    where = {
+        "store": args.store,
+        "tracking_uri": args.tracking_uri,
+        "address": args.address or os.environ.get("RAY_ADDRESS"),
+        "max_failures": args.max_failures,
+    }
+    if args.resume:
+        sweep = None if args.resume == LATEST else args.resume
+        summary = resume_sweep(config.name, sweep, **where)
+    else:
+        summary = run_sweep(config, raw, **where)
     print(f"\nsweep {summary.sweep}: {summary.finished} finished, {summary.failed} failed")
     _print_front(summary.front, config)
     print(f"hypervolume {summary.hypervolume:.6g}")
     print(f"look at it: shrink-sweep ui --store {args.store}   (run {summary.sweep_run_id})")
-    return 0 if summary.finished else 1
+    if summary.message:
+        print(f"shrink-sweep: {summary.message}", file=sys.stderr)
+    if summary.outcome == "stopped":
+        return INTERRUPTED
+    return 0 if summary.outcome == "finished" and summary.finished else 1
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -220,6 +230,15 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the store)"
     )
+    p.add_argument(
+        "--resume", nargs="?", const=LATEST, metavar="SWEEP",
+        help="continue an interrupted sweep (its run id or name; default the latest) with its own "
+        "space.yaml: finished trials are kept, unfinished ones rerun",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-failures", type=int, metavar="N",
+        help="stop the sweep once N trials failed (default: a quarter of the trials, at least 3)",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

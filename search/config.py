@@ -197,6 +197,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     Raises:
         ConfigError: the file is missing or not YAML, or any value is wrong; all problems at once.
     """
+    return load_space(path, overrides)[0]
+
+
+def load_space(path: str | Path, overrides: list[str] = ()) -> tuple[SweepConfig, dict]:
+    """Like `load_config`, and also return the plain data (overrides applied) it came from,
+    which a sweep keeps so that it can be resumed exactly as it began."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -204,7 +210,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
         raise ConfigError([f"cannot read the file: {err.strerror}"], str(path)) from None
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}"], str(path)) from None
-    return config_from_dict(raw, overrides, source=str(path))
+    config = config_from_dict(raw, overrides, source=str(path))
+    return config, _apply_overrides(raw, overrides, [])
 
 
 def config_from_dict(

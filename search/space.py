@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-from trainables.layers import layer_indices
-
 from search.config import (
     Choice,
     Fixed,
@@ -23,6 +21,7 @@ from search.config import (
     param_values,
 )
 from trainables.config import TrainConfig, TrialConfig
+from trainables.layers import layer_indices
 
 
 class InfeasibleError(ValueError):

@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
+import secrets
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from search.config import SweepConfig
+import yaml
+
+from search.config import ConfigError, SweepConfig, config_from_dict
 from search.pareto import hypervolume, pareto_front
 from search.plot import pareto_figure, write_pareto_html
 from search.preflight import Prepared, prepare
 from search.space import InfeasibleError, grid, plan, suggest
-from search.tracking import Tracker, check_store, resolve_uri
+from search.tracking import Tracker, check_store, resolve_uri, store_lock
 from trainables.trial import tune_trial
+
+SPACE_FILE = "space.yaml"  # the sweep's own configuration, kept on its parent run
 
 # Metrics a trial reports that are logged to MLflow (Ray adds many bookkeeping keys).
 TRIAL_METRICS = (
@@ -64,22 +71,36 @@ class SweepPaths:
 class SweepSummary:
     sweep: str
     sweep_run_id: str
+    outcome: str  # finished, stopped (interrupted: resumable) or failed (too many failures)
     finished: int
     failed: int
     front: list[dict[str, Any]]
     hypervolume: float
+    message: str = ""
 
 
 def run_sweep(
     config: SweepConfig,
+    raw: dict[str, Any] | None = None,
     store: Path = Path("mlflow"),
     tracking_uri: str | None = None,
     address: str | None = None,
+    max_failures: int | None = None,
     progress: bool = True,
 ) -> SweepSummary:
     """Run a whole sweep and return its Pareto front.
 
     Every input is checked before the first MLflow run or Optuna row is written.
+
+    Args:
+        config: the parsed space.yaml.
+        raw: the space.yaml as plain data (overrides applied), kept with the sweep so that
+            `resume_sweep` continues it exactly.
+        store: the local store directory (MLflow SQLite, artifacts, Optuna, Ray state).
+        tracking_uri: another MLflow (default: MLFLOW_TRACKING_URI, else the store).
+        address: a Ray cluster to join (default: start a local one).
+        max_failures: stop the sweep once this many trials failed (default: `failure_limit`).
+        progress: print a line per finished trial.
 
     Raises:
         ConfigError, DataError, ModelError, TrackingError: bad input, before any work.
@@ -88,30 +109,119 @@ def run_sweep(
     paths = SweepPaths(store)
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
+    check_store(paths.optuna_url)
     prepared = prepare(config)
-    sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tracker = Tracker(uri, config.name, paths.artifacts)
     tracker.start_sweep(sweep, _sweep_params(config, prepared), {"base_model": config.model})
+    tracker.log_sweep_text(yaml.safe_dump(raw if raw is not None else asdict(config)), SPACE_FILE)
     _echo(progress, f"sweep {sweep}: {config.trials} trials, tracking {uri}")
-    try:
-        _tune(config, prepared, tracker, sweep, paths, address, progress)
-    except BaseException:
-        update_front(tracker, config, prepared.parent_params, paths)
-        tracker.end_sweep("failed")
-        raise
-    summary = finish(tracker, config, prepared.parent_params, paths, sweep)
-    tracker.end_sweep("finished")
-    return summary
+    limit = max_failures or failure_limit(config.trials)
+    return _drive(config, prepared, tracker, sweep, paths, address, limit, progress, None)
 
 
-def _tune(
+def resume_sweep(
+    experiment: str,
+    sweep: str | None = None,
+    store: Path = Path("mlflow"),
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    max_failures: int | None = None,
+    progress: bool = True,
+) -> SweepSummary:
+    """Continue an interrupted or killed sweep: finished trials stay, unfinished ones rerun.
+
+    The sweep's own space.yaml (stored with it) is used, so it continues exactly as it began;
+    its Optuna study and MLflow parent run carry on.
+
+    Raises:
+        ConfigError: no such sweep, or no Ray state to resume it from.
+    """
+    _quiet_libraries()
+    paths = SweepPaths(store)
+    uri = resolve_uri(tracking_uri, paths.store)
+    check_store(uri)
+    tracker = Tracker(uri, experiment, paths.artifacts)
+    run = tracker.find_sweep(sweep)
+    if run is None:
+        raise ConfigError([f"no sweep {sweep or ''} to resume in experiment {experiment!r}"])
+    name = run.info.run_name
+    if not (paths.ray / name / "tuner.pkl").is_file():
+        raise ConfigError([f"sweep {name}: no Ray Tune state under {paths.ray / name}"])
+    config = config_from_dict(yaml.safe_load(tracker.read_text(run.info.run_id, SPACE_FILE)))
+    prepared = prepare(config)
+    tracker.resume_sweep(run.info.run_id)
+    finished = {r["trial"]: _metrics(r) for r in tracker.trial_rows("finished")}
+    _echo(progress, f"resuming sweep {name}: {config.trials} trials, tracking {uri}")
+    limit = max_failures or failure_limit(config.trials)
+    return _drive(config, prepared, tracker, name, paths, address, limit, progress, finished)
+
+
+def failure_limit(trials: int) -> int:
+    """The default --max-failures: a quarter of the trials, at least 3."""
+    return max(3, trials // 4)
+
+
+def _drive(
     config: SweepConfig,
     prepared: Prepared,
     tracker: Tracker,
     sweep: str,
     paths: SweepPaths,
     address: str | None,
+    max_failures: int,
     progress: bool,
+    finished: dict[str, dict[str, float]] | None,
+) -> SweepSummary:
+    """Run (or, given the trials finished so far, resume) the Tune experiment and close it."""
+    callback = TrackingCallback(
+        tracker, config, prepared.parent_layers, prepared.parent_params, paths, progress, sweep
+    )
+    callback.finished_before = set(finished or ())
+    try:
+        stopper = FailureLimit(callback, max_failures)
+        _tune(config, prepared, callback, stopper, paths, address, finished)
+    except BaseException:  # a second Ctrl-C, or the driver itself broke: keep what finished
+        _close(tracker, config, prepared.parent_params, paths, sweep, "stopped")
+        raise
+    if callback.failures.total() >= max_failures:
+        ((error, count),) = callback.failures.most_common(1)
+        total = callback.failures.total()
+        message = f"stopped after {total} failed trials; most common error ({count}x): {error}"
+        return _close(tracker, config, prepared.parent_params, paths, sweep, "failed", message)
+    if tracker.trial_rows("running") or len(tracker.trial_rows(None)) < config.trials:
+        message = "interrupted; continue it with: shrink-sweep run --resume " + sweep
+        return _close(tracker, config, prepared.parent_params, paths, sweep, "stopped", message)
+    return _close(tracker, config, prepared.parent_params, paths, sweep, "finished")
+
+
+def _close(
+    tracker: Tracker,
+    config: SweepConfig,
+    parent_params: int,
+    paths: SweepPaths,
+    sweep: str,
+    outcome: str,
+    message: str = "",
+) -> SweepSummary:
+    """Mark trials that did not end as stopped, write the front, and end the sweep's run."""
+    for row in tracker.trial_rows("running"):
+        tracker.end_trial(row["run_id"], "stopped")
+    rows, hv = update_front(tracker, config, parent_params, paths)
+    tracker.end_sweep(outcome)
+    failed = len(tracker.trial_rows("failed"))
+    front = [r for r in rows if r["on_front"]]
+    return SweepSummary(sweep, tracker.sweep_run_id, outcome, len(rows), failed, front, hv, message)
+
+
+def _tune(
+    config: SweepConfig,
+    prepared: Prepared,
+    callback: TrackingCallback,
+    stopper: Any,
+    paths: SweepPaths,
+    address: str | None,
+    finished: dict[str, dict[str, float]] | None,
 ) -> None:
     import ray
     from ray import tune
@@ -127,28 +237,34 @@ def _tune(
             data=prepared.data,
             decoding=config.decoding,
             parent_layers=prepared.parent_layers,
+            finished=finished,
         ),
         {"cpu": config.resources.cpus, "gpu": config.resources.gpus},
     )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=_searcher(config, prepared, sweep, paths),
-            num_samples=config.trials,
-            # Without a limit Tune lets a searcher have one trial pending at a time, so the
-            # other slots idle while that trial's worker starts; with one, every slot fills.
-            max_concurrent_trials=_slots(config, ray.cluster_resources()),
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-            reuse_actors=True,  # the next trial skips a new worker's start-up and imports
-        ),
-        run_config=tune.RunConfig(
-            name=sweep,
-            storage_path=str(paths.ray),
-            callbacks=[TrackingCallback(tracker, config, prepared, paths, progress)],
-            verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0),
-        ),
-    )
+    if finished is not None:
+        # Finished and failed trials stay as they are; trials cut off mid-run start over.
+        tuner = tune.Tuner.restore(str(paths.ray / callback.sweep), trainable)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=_searcher(config, prepared, callback.sweep, paths),
+                num_samples=config.trials,
+                # Without a limit Tune lets a searcher have one trial pending at a time, so
+                # the other slots idle while that trial's worker starts.
+                max_concurrent_trials=_slots(config, ray.cluster_resources()),
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+                reuse_actors=True,  # the next trial skips a new worker's start-up and imports
+            ),
+            run_config=tune.RunConfig(
+                name=callback.sweep,
+                storage_path=str(paths.ray),
+                callbacks=[callback],
+                stop=stopper,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
     tuner.fit()
 
 
@@ -177,7 +293,6 @@ def _quiet_libraries() -> None:
 
 
 def _searcher(config: SweepConfig, prepared: Prepared, sweep: str, paths: SweepPaths) -> Any:
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(
@@ -186,9 +301,16 @@ def _searcher(config: SweepConfig, prepared: Prepared, sweep: str, paths: SweepP
         mode=[o.mode for o in config.objectives],
         sampler=make_sampler(config, prepared.parent_layers),
         study_name=sweep,
-        storage=optuna.storages.RDBStorage(paths.optuna_url),
+        storage=_optuna_storage(paths.optuna_url),
         points_to_evaluate=[dict(p) for p in config.first] or None,
     )
+
+
+def _optuna_storage(url: str) -> Any:
+    import optuna
+
+    with store_lock(url):
+        return optuna.storages.RDBStorage(url)
 
 
 def make_sampler(config: SweepConfig, parent_layers: tuple[int, int]) -> Any:
@@ -208,36 +330,57 @@ def make_sampler(config: SweepConfig, parent_layers: tuple[int, int]) -> Any:
 # --- the driver's MLflow writer ------------------------------------------------------------
 
 
-def _tune_callback_base() -> type:
-    from ray.tune import Callback
+def _tune_base(name: str) -> type:
+    import ray.tune
 
-    return Callback
+    return getattr(ray.tune, name)
 
 
-class TrackingCallback(_tune_callback_base()):
+# The live callback of each sweep in this process. Tune pickles its callbacks into the
+# experiment state; a restored experiment must reach the new process's callback (with its
+# own MLflow client and failure limit), not a stale copy, so a callback pickles as its name.
+_LIVE: dict[str, TrackingCallback] = {}
+
+
+def _live_callback(sweep: str) -> TrackingCallback:
+    return _LIVE[sweep]
+
+
+class TrackingCallback(_tune_base("Callback")):
     """Mirrors Ray Tune's trial events into MLflow and keeps the Pareto artifacts current."""
 
     def __init__(
         self,
         tracker: Tracker,
         config: SweepConfig,
-        prepared: Prepared,
+        parent_layers: tuple[int, int],
+        parent_params: int,
         paths: SweepPaths,
         progress: bool,
+        sweep: str,
     ) -> None:
         self.tracker = tracker
         self.config = config
-        self.prepared = prepared
+        self.parent_layers = parent_layers
+        self.parent_params = parent_params
         self.paths = paths
         self.progress = progress
+        self.sweep = sweep
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
         self.started: dict[str, float] = {}
-        self.done = 0
+        self.failures: Counter[str] = Counter()  # last line of each error -> count
+        self.finished_before: set[str] = set()  # trials of a resumed sweep that had finished
+        _LIVE[sweep] = self
+
+    def __reduce__(self) -> tuple:
+        return (_live_callback, (self.sweep,))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.finished_before:
+            return
         params = dict(trial.config)
         try:
-            planned = plan(params, self.prepared.parent_layers)
+            planned = plan(params, self.parent_layers)
             params.update(
                 encoder_layers=planned.encoder_layers, decoder_layers=planned.decoder_layers
             )
@@ -250,37 +393,62 @@ class TrackingCallback(_tune_callback_base()):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        run_id = self.runs[trial.trial_id]
+        if trial.trial_id in self.finished_before:
+            return  # replayed from its own record: nothing new
+        run_id = self._run(trial)
         metrics = {k: result[k] for k in TRIAL_METRICS if k in result}
         self.tracker.log_trial_metrics(run_id, metrics, step=int(result.get("step", 0)))
         if result.get("node_ip"):
             self.tracker.client.set_tag(run_id, "node_ip", result["node_ip"])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.runs[trial.trial_id]
+        if trial.trial_id in self.finished_before:
+            return
+        run_id = self._run(trial)
         if trial.checkpoint is not None:
             self.tracker.client.set_tag(run_id, "checkpoint", trial.checkpoint.path)
         self.tracker.end_trial(run_id, "finished")
         self._after(trial, "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.end_trial(self.runs[trial.trial_id], "failed", error=_error_text(trial))
-        self._after(trial, "failed")
+        error = _error_text(trial)
+        self.failures[_error_summary(error)] += 1
+        self.tracker.end_trial(self._run(trial), "failed", error=error)
+        self._after(trial, "failed", _error_summary(error))
 
-    def _after(self, trial: Any, outcome: str) -> None:
-        self.done += 1
-        rows, hv = update_front(self.tracker, self.config, self.prepared.parent_params, self.paths)
+    def _run(self, trial: Any) -> str:
+        if trial.trial_id not in self.runs:  # a trial that started before a resume
+            self.runs[trial.trial_id] = self.tracker.start_trial(trial.trial_id, trial.config, {})
+        return self.runs[trial.trial_id]
+
+    def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
+        rows, hv = update_front(self.tracker, self.config, self.parent_params, self.paths)
+        done = len(self.tracker.trial_rows("finished")) + len(self.tracker.trial_rows("failed"))
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
-        result = trial.last_result or {}
-        line = (
-            f"[{self.done}/{self.config.trials}] trial {trial.trial_id} {outcome} in {seconds:.0f}s"
-        )
+        line = f"[{done}/{self.config.trials}] trial {trial.trial_id} {outcome} in {seconds:.0f}s"
         if outcome == "finished":
+            result = trial.last_result or {}
             line += " | " + ", ".join(
                 f"{o.metric} {_short(result.get(o.metric))}" for o in self.config.objectives
             )
+        else:
+            line += f" | {detail}"
         line += f" | front {sum(r['on_front'] for r in rows)} of {len(rows)}, hypervolume {hv:.4g}"
         _echo(self.progress, line)
+
+
+class FailureLimit(_tune_base("Stopper")):
+    """Stops the whole sweep once `limit` trials have failed (--max-failures)."""
+
+    def __init__(self, callback: TrackingCallback, limit: int) -> None:
+        self.callback = callback
+        self.limit = limit
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.callback.failures.total() >= self.limit
 
 
 def update_front(
@@ -368,15 +536,6 @@ def _drop_dominated_weights(rows: list[dict[str, Any]]) -> None:
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def finish(
-    tracker: Tracker, config: SweepConfig, parent_params: int, paths: SweepPaths, sweep: str
-) -> SweepSummary:
-    rows, hv = update_front(tracker, config, parent_params, paths)
-    failed = len(tracker.trial_rows("failed"))
-    front = [r for r in rows if r["on_front"]]
-    return SweepSummary(sweep, tracker.sweep_run_id, len(rows), failed, front, hv)
-
-
 def _sweep_params(config: SweepConfig, prepared: Prepared) -> dict[str, Any]:
     flat = _flatten(asdict(config))
     flat["parent_params"] = prepared.parent_params
@@ -393,6 +552,10 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+def _metrics(row: dict[str, Any]) -> dict[str, float]:
+    return {k: row[k] for k in TRIAL_METRICS if k in row}
+
+
 def _has_objectives(row: dict[str, Any], config: SweepConfig) -> bool:
     return all(o.metric in row for o in config.objectives)
 
@@ -402,6 +565,17 @@ def _error_text(trial: Any) -> str:
     if path and path.is_file():
         return path.read_text()[-5000:]
     return str(trial.get_error() or "the trial failed without an error message")
+
+
+def _error_summary(text: str) -> str:
+    """One line for an error: the last `SomethingError: ...` line of its traceback, else the
+    first line of Ray's report (a killed worker has no traceback)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]*(Error|Exception)\b", line):
+            return line[:300]
+    described = [line for line in lines if not line.startswith("Failure #")]
+    return described[0][:300] if described else "unknown error"
 
 
 def _short(value: Any) -> str:

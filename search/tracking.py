@@ -6,6 +6,7 @@ driver is the only writer: SQLite takes no concurrent writers and cluster nodes 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -73,6 +74,16 @@ def _check_writable(directory: Path, uri: str) -> None:
         ) from None
 
 
+def store_lock(url: str) -> Any:
+    """A lock beside a SQLite database, so that two sweeps starting at once on a new store do
+    not both create its tables (MLflow's and Optuna's migrations are not concurrency-safe)."""
+    from filelock import FileLock
+
+    if not url.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return FileLock(url.removeprefix("sqlite:///") + ".lock", timeout=120)
+
+
 class Tracker:
     """A sweep's view of MLflow: its parent run and its trial runs."""
 
@@ -81,7 +92,8 @@ class Tracker:
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment(experiment, artifact_root)
+        with store_lock(uri):  # the first use of a SQLite store creates its tables
+            self.experiment_id = self._experiment(experiment, artifact_root)
         self.sweep_run_id: str | None = None
 
     def _experiment(self, name: str, artifact_root: Path | None) -> str:
@@ -129,6 +141,14 @@ class Tracker:
 
     def log_sweep_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.sweep_run_id, str(path))
+
+    def log_sweep_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.sweep_run_id, text, name)
+
+    def read_text(self, run_id: str, name: str) -> str:
+        from mlflow.artifacts import load_text
+
+        return load_text(f"{self.client.get_run(run_id).info.artifact_uri}/{name}")
 
     # --- trial runs ------------------------------------------------------------------------
 

@@ -3,8 +3,11 @@ transformers' own model testers (d_model 32, vocab 99, a handful of layers)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from tiny import tiny_bart_dir, tiny_t5_dir
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
@@ -67,3 +70,15 @@ def tiny_bart() -> BartForConditionalGeneration:
         forced_eos_token_id=None,
     )
     return BartForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_path(tmp_path_factory) -> Path:
+    """A tiny 4+3-layer T5 saved with its tokenizer: a local "pretrained" model."""
+    return tiny_t5_dir(tmp_path_factory.mktemp("models") / "t5", layers=(4, 3))
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_path(tmp_path_factory) -> Path:
+    """A tiny 4+3-layer BART saved with its tokenizer."""
+    return tiny_bart_dir(tmp_path_factory.mktemp("models") / "bart", layers=(4, 3))

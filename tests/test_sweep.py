@@ -14,17 +14,7 @@ import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from tiny import TINY_DATA, tiny_bart_dir, tiny_t5_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_t5_path(tmp_path_factory) -> Path:
-    return tiny_t5_dir(tmp_path_factory.mktemp("models") / "t5", layers=(4, 3))
-
-
-@pytest.fixture(scope="session")
-def tiny_bart_path(tmp_path_factory) -> Path:
-    return tiny_bart_dir(tmp_path_factory.mktemp("models") / "bart", layers=(4, 3))
+from tiny import TINY_DATA
 
 
 def write_space(directory: Path, model: Path, **changes) -> Path:

@@ -8,6 +8,7 @@ filesystem and each gets a private, writable copy.
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from collections.abc import Callable
@@ -21,6 +22,10 @@ from trainables.config import TrialConfig
 BUILTIN_MODELS = {"builtin:debian-teacher": Path(__file__).parent / "demo" / "teacher"}
 # A hub id is "name" or "org/name"; anything else that is not a directory is a missing path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class NonFiniteMetricError(RuntimeError):
+    """A trial produced a NaN or infinite metric; it is recorded as failed."""
 
 
 class ModelError(ValueError):
@@ -166,6 +171,9 @@ def run_trial(
         threads=threads,
     )
     metrics = evaluate_model(student, tokenizer, data, decoding)
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:  # an Optuna trial told NaN stays "running" forever: fail it instead
+        raise NonFiniteMetricError(f"non-finite metrics after training: {bad}")
     student.save_pretrained(save_dir)
     tokenizer.save_pretrained(save_dir)
     metrics.update(sizes)
@@ -186,15 +194,25 @@ def tune_trial(
     data: Any,
     decoding: DecodingConfig,
     parent_layers: tuple[int, int],
+    finished: dict[str, dict[str, float]] | None = None,
 ) -> None:
     """Ray Tune's entry point for one trial: plan it, run it, report with its weights.
 
     It lives here, not in `search/`, so that a trial worker imports only what a trial needs.
+
+    Args:
+        finished: metrics of trials that MLflow records as finished, given when a sweep is
+            resumed. Ray's experiment state is saved every few seconds, so a trial can finish
+            after the last save and before a crash; it is replayed from its record, not rerun.
     """
     from ray import tune
 
     from search.space import plan
 
+    replay = (finished or {}).get(tune.get_context().get_trial_id())
+    if replay is not None:
+        tune.report({**replay, "final": 1, "replayed": 1})
+        return
     trial_config = plan(params, parent_layers)
     resources = tune.get_context().get_trial_resources().required_resources
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,218 @@
+"""Nothing lost: failing, NaN and killed trials are recorded and the sweep goes on; a killed or
+interrupted driver resumes without rerunning finished trials."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+from test_sweep import shrink_sweep, sweep_runs, write_space
+
+from search.pareto import pareto_front
+
+FAIL, COMPLETE = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
+ALL_DECODER_DROPPED = {"strategy": "mask"} | {f"decoder_keep_{i}": False for i in range(3)}
+
+
+def faulty_space(tmp_path: Path, model: Path, first: list[dict], **changes) -> Path:
+    """Every trial is a configured first point, so which trial does what is known."""
+    return write_space(
+        tmp_path,
+        model,
+        trials=len(first),
+        first=first,
+        layers={"encoder": [2, 4], "decoder": [1, 3], "strategy": ["sft", "mask"]},
+        train={
+            "learning_rate": [1.0e-2, 1.0e30],
+            "max_steps": [8, 100000],
+            "batch_size": 8,
+            "eval_every": 4,
+        },
+        **changes,
+    )
+
+
+def study_states(store: Path, sweep: str) -> list:
+    storage = f"sqlite:///{store / 'optuna.db'}"
+    return [t.state for t in optuna.load_study(study_name=sweep, storage=storage).trials]
+
+
+def wait_for(condition, timeout: float = 300, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def trial_runs(store: Path) -> list:
+    if not (store / "ray").exists():  # until then the sweep may still be creating its tables
+        return []
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], "tags.`shrink_sweep.kind` = 'trial'")
+    return list(runs)
+
+
+def kill_trial_workers() -> int:
+    """SIGKILL the Ray workers that are running a trial, as the OOM killer would."""
+    killed = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("ImplicitFunc.train" in part for part in proc.info["cmdline"] or []):
+            proc.kill()
+            killed += 1
+    return killed
+
+
+@pytest.mark.slow
+def test_failed_nan_and_killed_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_t5_path):
+    normal = {"encoder": 2, "decoder": 1, "strategy": "sft", "learning_rate": 1.0e-2}
+    first = [
+        {**ALL_DECODER_DROPPED, "encoder_keep_0": True, "learning_rate": 1.0e-2, "max_steps": 8},
+        {**normal, "learning_rate": 1.0e30, "max_steps": 8},  # the loss turns NaN
+        {**normal, "max_steps": 8},
+        {**normal, "max_steps": 100000},  # killed while it runs
+    ]
+    space = faulty_space(tmp_path, tiny_t5_path, first)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "run", str(space), "--max-failures", "10"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = tmp_path / "mlflow"
+
+    def long_trial_running_alone():
+        runs = trial_runs(store)
+        long = [r for r in runs if r.data.params.get("max_steps") == "100000"]
+        others_done = len(runs) == 4 and all(
+            r.data.tags["shrink_sweep.outcome"] != "running" for r in runs if r not in long
+        )
+        return others_done and long and "rougeL" in long[0].data.metrics
+
+    wait_for(long_trial_running_alone)
+    assert kill_trial_workers() >= 1
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-3000:]
+
+    client, parent, children = sweep_runs(store)
+    by_kind = {}
+    for child in children:
+        params = child.data.params
+        kind = (
+            "raises"
+            if params["strategy"] == "mask"
+            else "nan"
+            if params["learning_rate"] == "1e+30"
+            else "killed"
+            if params["max_steps"] == "100000"
+            else "normal"
+        )
+        by_kind[kind] = child
+    assert by_kind["normal"].info.status == "FINISHED"
+    for kind, message in [
+        ("raises", "InfeasibleError"),
+        ("nan", "NonFiniteLossError"),
+        ("killed", "actor died unexpectedly"),
+    ]:
+        run = by_kind[kind]
+        assert run.info.status == "FAILED", kind
+        assert run.data.tags["shrink_sweep.outcome"] == "failed"
+        error = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path)))
+        assert message in error.read_text(), (kind, error.read_text()[-500:])
+    assert sorted(study_states(store, parent.info.run_name), key=str) == sorted(
+        [FAIL, FAIL, FAIL, COMPLETE], key=str
+    )
+    assert parent.data.metrics["front_size"] == 1
+
+
+@pytest.mark.slow
+def test_max_failures_stops_the_sweep_and_names_the_error(tmp_path, tiny_t5_path):
+    nan = {"encoder": 2, "decoder": 1, "strategy": "sft", "learning_rate": 1.0e30}
+    space = faulty_space(tmp_path, tiny_t5_path, [{**nan, "max_steps": 8}] * 6)
+    done = shrink_sweep("run", str(space), "--max-failures", "2", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "stopped after" in done.stderr and "NonFiniteLossError" in done.stderr
+    _, parent, children = sweep_runs(tmp_path / "mlflow")
+    assert parent.data.tags["shrink_sweep.outcome"] == "failed"
+    assert 2 <= len(children) < 6
+    assert {c.data.tags["shrink_sweep.outcome"] for c in children} <= {"failed", "stopped"}
+
+
+def front_of(rows: list[dict]) -> set[str]:
+    mask = pareto_front([[float(r["rougeL"]), float(r["params"])] for r in rows], ["max", "min"])
+    return {r["trial"] for r, on in zip(rows, mask, strict=True) if on}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["sigkill", "sigint"])
+def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny_t5_path, stop):
+    train = {"learning_rate": 1.0e-2, "max_steps": 150, "batch_size": 8, "eval_every": 50}
+    layers = {"encoder": {"low": 1, "high": 4}, "decoder": {"low": 1, "high": 3}}
+    space = write_space(tmp_path, tiny_t5_path, trials=5, train=train, layers=layers)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "run", str(space)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the driver, Ray and the trials
+    )
+    store = tmp_path / "mlflow"
+
+    def one_finished_one_running():
+        outcomes = [r.data.tags["shrink_sweep.outcome"] for r in trial_runs(store)]
+        return "finished" in outcomes and "running" in outcomes
+
+    wait_for(one_finished_one_running, every=0.5)
+    if stop == "sigkill":  # power loss: nothing gets to clean up
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait(timeout=60)
+    else:  # Ctrl-C: running trials are marked stopped and the command says how to resume
+        sweep.send_signal(signal.SIGINT)
+        _, err = sweep.communicate(timeout=300)
+        assert sweep.returncode == 130, err[-3000:]
+        assert "shrink-sweep run --resume" in err
+        assert "stopped" in {r.data.tags["shrink_sweep.outcome"] for r in trial_runs(store)}
+    before = {
+        r.data.tags["shrink_sweep.trial_id"]: r
+        for r in trial_runs(store)
+        if r.data.tags["shrink_sweep.outcome"] == "finished"
+    }
+    assert before
+
+    resumed = shrink_sweep("run", str(space), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    client, parent, children = sweep_runs(store)
+    assert parent.info.status == "FINISHED"
+    ids = [c.data.tags["shrink_sweep.trial_id"] for c in children]
+    assert len(ids) == len(set(ids)) == 5
+    assert [c.info.status for c in children] == ["FINISHED"] * 5
+    for trial_id, old in before.items():  # finished trials were not run again
+        new = next(c for c in children if c.data.tags["shrink_sweep.trial_id"] == trial_id)
+        assert new.info.end_time == old.info.end_time
+        steps = [m.step for m in client.get_metric_history(new.info.run_id, "rougeL")]
+        assert sorted(steps) == [50, 100, 150]
+    states = study_states(store, parent.info.run_name)
+    assert states.count(COMPLETE) == 5
+
+    table = client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
+    assert len(rows) == 5
+    assert {r["trial"] for r in rows if r["on_front"] == "True"} == front_of(rows)
