@@ -10,6 +10,7 @@ column) live in `search.preflight` and report problems the same way.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -246,7 +247,11 @@ def _apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict
                 errors.append(f"override {item!r}: {part} is not a mapping")
                 break
         else:
-            node[last] = yaml.safe_load(text)
+            try:
+                node[last] = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                errors.append(f"override {item!r}: the value is not valid YAML ({problem})")
     return raw
 
 
@@ -442,12 +447,14 @@ def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
         errors.append(f"resources.gpus: must be 0 or more, got {config.resources.gpus}")
     if config.keep_weights not in ("pareto", "all", "none"):
         errors.append(f"keep_weights: one of pareto, all, none; got {config.keep_weights!r}")
-    if not config.model:
+    if isinstance(config.model, str) and not config.model.strip():
         errors.append("model: empty")
+    if isinstance(config.name, str) and (not config.name.strip() or "/" in config.name):
+        errors.append(f"name: an experiment name, not empty and without '/', got {config.name!r}")
     if config.decoding.num_beams < 1 or config.decoding.max_new_tokens < 1:
         errors.append("decoding: num_beams and max_new_tokens must be at least 1")
     for i, point in enumerate(config.first):
-        _check_first(point, f"first[{i}]", errors)
+        _check_first(point, f"first[{i}]", config, errors)
 
 
 def _check_layers(layers: LayerSpaceConfig, errors: list[str]) -> None:
@@ -542,16 +549,34 @@ def _check_grid(config: SweepConfig, errors: list[str]) -> None:
     for where, param in params:
         if param_values(param) is None:
             errors.append(
-                f"{where}: the grid sampler needs a list or an integer range, not {param}"
+                f"{where}: the grid sampler needs a list or an integer range, "
+                f"not the float range {param.low}..{param.high}"
             )
     if "mask" in (param_values(config.layers.strategy) or []):
         errors.append("layers.strategy: the grid sampler cannot search 'mask' (2^layers points)")
 
 
-def _check_first(point: dict, where: str, errors: list[str]) -> None:
+# With the mask strategy a first point may set each layer's keep/drop choice.
+_MASK_KEY = re.compile(r"^(encoder|decoder)_keep_\d+$")
+
+
+def _check_first(point: dict, where: str, config: SweepConfig, errors: list[str]) -> None:
     if not isinstance(point, dict):
         errors.append(f"{where}: expected a mapping of parameter values")
         return
+    # Optuna silently ignores a value for a parameter it never asks for, so a misspelt or
+    # fixed parameter in a first point would quietly run something else than written.
+    params = _space_params(config)
+    for key, value in point.items():
+        if key not in params and not _MASK_KEY.match(str(key)):
+            errors.append(f"{where}.{key}: unknown parameter (known: {', '.join(params)})")
+            continue
+        path, fixed = params.get(key) or ("", None)
+        if isinstance(fixed, Fixed) and _number(value) != fixed.value:
+            errors.append(
+                f"{where}.{key}: {value!r}, but {path} is fixed at {fixed.value!r}; "
+                "a first point can only choose values that are searched"
+            )
     for side in ("encoder", "decoder"):
         value = point.get(side)
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -559,6 +584,20 @@ def _check_first(point: dict, where: str, errors: list[str]) -> None:
     strategy = point.get("strategy")
     if strategy is not None and strategy not in STRATEGIES:
         errors.append(f"{where}.strategy: unknown strategy {strategy!r}")
+
+
+def _space_params(config: SweepConfig) -> dict[str, tuple[str, Param] | None]:
+    """Every parameter of the search space by name: its YAML path and value, or None where
+    its section failed to load."""
+    sections = {
+        "layers": (config.layers, LayerSpaceConfig),
+        "train": (config.train, TrainSpaceConfig),
+    }
+    params: dict[str, tuple[str, Param] | None] = {}
+    for section, (value, cls) in sections.items():
+        for f in dataclasses.fields(cls):
+            params[f.name] = (f"{section}.{f.name}", getattr(value, f.name)) if value else None
+    return params
 
 
 def _join(path: str, key: Any) -> str:

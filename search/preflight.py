@@ -7,7 +7,9 @@ which every trial receives through Ray's object store.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from search.config import ConfigError, SweepConfig, param_values
@@ -19,7 +21,21 @@ from trainables.data import (
     tokenize_splits,
 )
 from trainables.shrink import UnsupportedModelError, count_parameters, layer_counts
-from trainables.trial import BaseModel, ModelError, load_model_config, pack_base
+from trainables.trial import BaseModel, ModelError, load_model_config, pack_base, resolve_model
+
+# Besides config.json, a saved model directory needs weights in safetensors (a pickled .bin can
+# run code when loaded, so it is never read) and a tokenizer: without one, transformers builds
+# an empty tokenizer that turns every text into <unk> and the sweep trains on nothing.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "source.spm",
+    "vocab.json",
+    "vocab.txt",
+)
 
 
 @dataclass(frozen=True)
@@ -39,19 +55,45 @@ def check_inputs(config: SweepConfig) -> tuple[Any, Any]:
         The model's config and the raw data splits.
 
     Raises:
-        ModelError: the model does not exist or is not a supported encoder-decoder.
-        ConfigError: the layer ranges ask for more layers than the model has.
+        ModelError: the model does not exist, is not a supported encoder-decoder, or a local
+            model directory lacks safetensors weights or a tokenizer.
+        ConfigError: the layer ranges ask for more layers than the model has, or the target
+            lengths exceed the decoder's positions.
         DataError: the dataset, a split or a column is missing, or a split is empty.
     """
     model_config = load_model_config(config.model, config.trust_remote_code)
     try:
         parent_layers = layer_counts(model_config)
     except UnsupportedModelError as err:
-        raise ModelError(str(err)) from None
+        raise ModelError(f"model {config.model!r}: {err}") from None
+    check_model_files(config.model)
     check_layer_ranges(config, parent_layers)
+    check_target_lengths(config, model_config)
     splits = load_splits(config.data)
     check_source_length(config.data, model_config)
     return model_config, splits
+
+
+def check_model_files(name: str) -> None:
+    """Raises ModelError if a local model directory lacks safetensors weights or a tokenizer.
+
+    A Hub model's files are only known once it loads; `prepare` reports those failures.
+    """
+    directory = Path(resolve_model(name))
+    if not directory.is_dir():
+        return
+    present = {p.name for p in directory.iterdir()}
+    if not present & set(WEIGHT_FILES):
+        pickled = sorted(p for p in present if p.endswith((".bin", ".pt", ".pth", ".ckpt")))
+        found = f" (found {', '.join(pickled)}: convert it to safetensors)" if pickled else ""
+        raise ModelError(
+            f"model {name!r}: no model.safetensors in {directory}{found}; "
+            "weights load from safetensors only"
+        )
+    if not present & set(TOKENIZER_FILES):
+        raise ModelError(
+            f"model {name!r}: no tokenizer in {directory} (none of {', '.join(TOKENIZER_FILES)})"
+        )
 
 
 def check_layer_ranges(config: SweepConfig, parent_layers: tuple[int, int]) -> None:
@@ -72,11 +114,75 @@ def check_layer_ranges(config: SweepConfig, parent_layers: tuple[int, int]) -> N
         raise ConfigError(problems)
 
 
+def check_target_lengths(config: SweepConfig, model_config: Any) -> None:
+    """Raises ConfigError if the decoder cannot hold the labels or the generated summaries.
+
+    Like sources (`check_source_length`), targets are bounded by the position table of BART-
+    like models, and a longer one fails mid-trial; T5's relative positions have no bound.
+    """
+    limit = getattr(model_config, "max_decoder_position_embeddings", None) or getattr(
+        model_config, "max_position_embeddings", None
+    )
+    lengths = {
+        "data.max_target_length": config.data.max_target_length,
+        "decoding.max_new_tokens": config.decoding.max_new_tokens,
+    }
+    problems = [
+        f"{where}: {value} exceeds the {limit} positions the decoder of {config.model} has; "
+        f"set it <= {limit}"
+        for where, value in lengths.items()
+        if limit is not None and value > limit
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_token_ids(name: str, data: TokenizedData, model_config: Any) -> None:
+    """Raises ModelError if the tokenizer makes ids the model has no embedding for."""
+    rows = getattr(model_config, "vocab_size", None)
+    arrays = (data.train_input_ids, data.train_labels, data.eval_input_ids, data.eval_labels)
+    largest = max((int(a.values.max()) for a in arrays if a.values.size), default=-1)
+    if rows is not None and largest >= rows:
+        raise ModelError(
+            f"model {name!r}: its tokenizer makes token id {largest}, but the model embeds "
+            f"only {rows} tokens; is the tokenizer the model's own?"
+        )
+
+
+def check_resources(config: SweepConfig) -> None:
+    """Raises ConfigError if one trial asks for more CPUs or GPUs than this machine has.
+
+    For a local Ray only: a cluster may grow, but a local Ray waits forever for a trial it
+    can never place (Tune only warns).
+    """
+    import torch
+
+    have = {"cpus": len(os.sched_getaffinity(0)), "gpus": torch.cuda.device_count()}
+    problems = [
+        f"resources.{kind}: each trial asks for {getattr(config.resources, kind):g} "
+        f"{kind[:-1].upper()}s; this machine has {n}"
+        for kind, n in have.items()
+        if getattr(config.resources, kind) > n
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
 def prepare(config: SweepConfig) -> Prepared:
-    """Check inputs, then load the base model once and tokenize the data once."""
+    """Check inputs, then load the base model once and tokenize the data once.
+
+    Raises:
+        ConfigError, DataError, ModelError: bad input (see `check_inputs`), or a model that
+            does not load, or data its tokenizer does not fit.
+    """
     model_config, splits = check_inputs(config)
-    base, model, tokenizer = pack_base(config.model, config.trust_remote_code)
+    try:
+        base, model, tokenizer = pack_base(config.model, config.trust_remote_code)
+    except (OSError, ValueError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"model {config.model!r} cannot be loaded: {first_line}") from None
     data = tokenize_splits(splits, tokenizer, config.data)
+    check_token_ids(config.model, data, model_config)
     return Prepared(
         base=base,
         data=data,
@@ -85,4 +191,4 @@ def prepare(config: SweepConfig) -> Prepared:
     )
 
 
-__all__ = ["DataError", "ModelError", "Prepared", "check_inputs", "prepare"]
+__all__ = ["DataError", "ModelError", "Prepared", "check_inputs", "check_resources", "prepare"]

@@ -53,6 +53,11 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
                 if reply.status != 200:
                     raise TrackingError(f"tracking server {uri} answered HTTP {reply.status}")
+        except urllib.error.HTTPError as err:
+            raise TrackingError(
+                f"tracking server {uri} answered HTTP {err.code} to /health: "
+                "is it an MLflow tracking server?"
+            ) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise TrackingError(f"tracking server {uri} is unreachable: {reason}") from None
@@ -69,8 +74,10 @@ def _check_writable(directory: Path, uri: str) -> None:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as err:
+        blocker = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+        reason = f"{blocker} is a file" if not blocker.is_dir() else err.strerror
         raise TrackingError(
-            f"tracking store {uri}: {directory} is not writable ({err.strerror})"
+            f"tracking store {uri}: {directory} is not writable ({reason})"
         ) from None
 
 
