@@ -37,11 +37,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_bad_input(err: Exception) -> bool:
+    from search.export import ExportError
     from search.tracking import TrackingError
     from trainables.data import DataError
     from trainables.trial import ModelError
 
-    return isinstance(err, (ConfigError, DataError, ModelError, TrackingError))
+    return isinstance(err, (ConfigError, DataError, ExportError, ModelError, TrackingError))
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -100,6 +101,51 @@ def pareto(args: argparse.Namespace) -> int:
     if args.out:
         write_front_csv(front, Path(args.out))
         print(f"wrote {args.out}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """Ship one trial of a sweep as a model directory (fp32, int8, model card), proved.
+
+    By default the trial is the knee of the Pareto front over the sweep's objectives: each
+    objective is rescaled over the front to [0, 1] (1 = the front's best) and the knee is the
+    front trial with the largest sum, the one nearest the ideal point (with two objectives:
+    the point farthest above the line joining the front's two ends). The export reloads what
+    it wrote and re-scores it on the sweep's evaluation data (fp32 within 0.5 ROUGE-L of the
+    trial, else it fails), measures the int8 variant, and registers the model in MLflow.
+    """
+    from search.export import ExportError, export_trial, front_rows, pick_trial, report_lines
+    from search.sweep import SweepPaths
+    from search.tracking import Tracker, check_store, resolve_uri
+
+    config = load_config(args.space, _overrides(args))
+    uri = resolve_uri(args.tracking_uri, args.store)
+    check_store(uri)
+    tracker = Tracker(uri, config.name, SweepPaths(args.store).artifacts)
+    run = tracker.find_sweep(args.sweep)
+    if run is None:
+        raise ExportError(f"no sweep {args.sweep or ''} in experiment {config.name!r} at {uri}")
+    tracker.sweep_run_id = run.info.run_id
+    rows = tracker.trial_rows("finished")
+    objectives = [(o.metric, o.mode) for o in config.objectives]
+    pick = pick_trial(
+        rows, objectives, trial=args.trial, max_params=args.max_params, min_rouge=args.min_rouge
+    )
+    print(f"sweep {run.info.run_name} ({run.info.run_id})")
+    _print_front(front_rows(rows, objectives), config)
+    print(f"exporting trial {pick.trial}: {pick.reason}")
+    result = export_trial(
+        config,
+        tracker,
+        run,
+        pick,
+        rows,
+        out=args.out,
+        force=args.force,
+        register_name=args.register_name,
+        alias=args.alias,
+    )
+    print("\n".join(report_lines(result)))
     return 0
 
 
@@ -193,6 +239,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="space.yaml", help="the space.yaml the sweep ran with")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
     p.add_argument("--out", help="also write the front to this CSV file")
+    _store_args(p)
+
+    p = _command(commands, "export", export)
+    p.add_argument("sweep", nargs="?", help="the sweep's MLflow run id or name (default: latest)")
+    p.add_argument(
+        "--space", default="space.yaml",
+        help="the space.yaml the sweep ran with: objectives, data, decoding (default ./space.yaml)",
+    )  # fmt: skip
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--trial", metavar="ID", help="export this trial (default: the knee)")
+    rule.add_argument(
+        "--max-params", type=float, metavar="N",
+        help="export the best ROUGE-L among trials with at most N parameters",
+    )  # fmt: skip
+    rule.add_argument(
+        "--min-rouge", type=float, metavar="X",
+        help="export the smallest model (fewest parameters) with ROUGE-L at least X",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", type=Path, help="the directory to write (default exported/<sweep>-trial_<id>)"
+    )
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--register-name", metavar="NAME",
+        help="the MLflow registered model (default <experiment>-summarizer)",
+    )  # fmt: skip
+    p.add_argument(
+        "--alias", default="best-tradeoff",
+        help="the alias moved to the new model version (default best-tradeoff)",
+    )  # fmt: skip
     _store_args(p)
 
     p = _command(commands, "ui", ui)

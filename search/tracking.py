@@ -230,6 +230,79 @@ class Tracker:
         for i in range(0, max(len(metric_list), len(param_list)), 100):  # MLflow's batch limit
             self.client.log_batch(run_id, metric_list[i : i + 100], param_list[i : i + 100])
 
+    # --- export: model registry ------------------------------------------------------------
+    # An export is logged on the sweep's parent run, not in a child run: child runs of a sweep
+    # are its trials, and code that counts or lists them (resuming, the front) reads every child.
+
+    def log_export(self, directory: Path, artifact_path: str) -> str:
+        """Copy an exported model directory into the sweep's artifacts.
+
+        Args:
+            directory: The export directory.
+            artifact_path: Where it goes among the parent run's artifacts.
+
+        Returns:
+            Its `runs:/` URI, the source of a model version.
+
+        Raises:
+            TrackingError: The artifacts cannot be stored.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.log_artifacts(self.sweep_run_id, str(directory), artifact_path)
+        except (MlflowException, OSError) as err:
+            raise TrackingError(f"cannot store {directory} in MLflow at {self.uri}: {err}") from err
+        return f"runs:/{self.sweep_run_id}/{artifact_path}"
+
+    def register_model(
+        self,
+        name: str,
+        source: str,
+        *,
+        alias: str,
+        tags: Mapping[str, str],
+        description: str,
+    ) -> str:
+        """Register `source` as a new version of model `name` and point `alias` at it.
+
+        The sweep's parent run is tagged with the version, so the run shows what was shipped.
+
+        Args:
+            name: The registered model, created if new.
+            source: The model's artifacts (`log_export`).
+            alias: The alias that moves to the new version, e.g. "best-tradeoff".
+            tags: Tags of the version.
+            description: The version's description.
+
+        Returns:
+            The new version number, as a string.
+
+        Raises:
+            TrackingError: The registry refuses (e.g. a tracking URI without a model registry).
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._ensure_registered_model(name)
+            version = self.client.create_model_version(
+                name, source, run_id=self.sweep_run_id, tags=dict(tags), description=description
+            ).version
+            self.client.set_registered_model_alias(name, alias, version)
+        except MlflowException as err:
+            raise TrackingError(f"cannot register model {name!r} at {self.uri}: {err}") from err
+        shipped = f"{name} v{version} @{alias}"
+        self.client.set_tag(self.sweep_run_id, "shrink_sweep.exported", shipped)
+        return str(version)
+
+    def _ensure_registered_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description="Exported by shrink-sweep.")
+
 
 def _all_runs(client: Any, experiment_id: str, query: str) -> list[Any]:
     runs, token = [], None

@@ -1,0 +1,431 @@
+"""`shrink-sweep export`: the picking rules on a made-up front, int8 and the generation-cache
+fix on tiny models, and the round trip on a tiny sweep recorded in MLflow.
+
+The default suite records its sweep through `Tracker` with real trials (`run_trial`) instead of
+Ray, which takes a minute to start; the slow test runs the real `shrink-sweep run` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from tiny import TINY_DATA, tiny_bart_dir, tiny_t5_dir
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from search import cli
+from search.config import load_config
+from search.export import (
+    INT8_DIR,
+    INT8_WEIGHTS,
+    ExportError,
+    fit_cache_to_decoder,
+    load_int8,
+    pick_trial,
+    quantize_int8,
+    save_int8,
+    weights_mb,
+)
+from search.pareto import knee
+from search.preflight import prepare
+from search.space import plan
+from search.tracking import Tracker, default_uri
+from trainables.trial import run_trial
+
+OBJECTIVES = [("rougeL", "max"), ("params", "min")]
+# A made-up sweep: t1..t4 form the front, t5 is dominated by t2.
+FRONT = [
+    {"trial": "t1", "rougeL": 40.0, "params": 100.0},
+    {"trial": "t2", "rougeL": 38.0, "params": 50.0},
+    {"trial": "t3", "rougeL": 30.0, "params": 30.0},
+    {"trial": "t4", "rougeL": 10.0, "params": 10.0},
+    {"trial": "t5", "rougeL": 35.0, "params": 80.0},
+]
+SOURCE = "libfoo: libfoo is a small library for reading and writing PNG images."
+
+
+# --- picking (pure) ------------------------------------------------------------------------
+
+
+def test_default_pick_is_the_knee():
+    # Rescaled over the front: t1 1+0, t2 0.93+0.56, t3 0.67+0.78, t4 0+1; t2 has the most.
+    pick = pick_trial(FRONT, OBJECTIVES)
+    assert pick.trial == "t2"
+    assert "knee" in pick.reason and "4 trials on it" in pick.reason
+
+
+def test_a_front_of_one_is_said_so():
+    assert pick_trial(FRONT[:1], OBJECTIVES).reason.startswith("the only trial on the Pareto")
+
+
+def test_knee_with_objectives_in_other_order_and_units():
+    rows = [{**r, "params": int(r["params"])} for r in FRONT]
+    assert pick_trial(rows, [("params", "min"), ("rougeL", "max")]).trial == "t2"
+
+
+@pytest.mark.parametrize(
+    ("max_params", "expected"), [(100, "t1"), (99, "t2"), (50, "t2"), (49, "t3"), (10, "t4")]
+)
+def test_max_params_takes_the_best_rouge_within_the_budget(max_params, expected):
+    pick = pick_trial(FRONT, OBJECTIVES, max_params=max_params)
+    assert pick.trial == expected
+    assert f"at most {max_params:,}" in pick.reason
+
+
+@pytest.mark.parametrize(
+    ("min_rouge", "expected"), [(40, "t1"), (38.5, "t1"), (35, "t2"), (30, "t3"), (0, "t4")]
+)
+def test_min_rouge_takes_the_smallest_model_that_keeps_it(min_rouge, expected):
+    pick = pick_trial(FRONT, OBJECTIVES, min_rouge=min_rouge)
+    assert pick.trial == expected
+    assert "smallest model" in pick.reason
+
+
+def test_rule_ties_break_toward_the_other_objective():
+    rows = [*FRONT, {"trial": "t6", "rougeL": 38.0, "params": 45.0}]
+    assert pick_trial(rows, OBJECTIVES, max_params=60).trial == "t6"  # same ROUGE, fewer params
+    rows = [*FRONT, {"trial": "t7", "rougeL": 39.0, "params": 50.0}]
+    assert pick_trial(rows, OBJECTIVES, min_rouge=35).trial == "t7"  # same size, more ROUGE
+
+
+def test_trial_by_id_even_off_the_front():
+    assert pick_trial(FRONT, OBJECTIVES, trial="t5").trial == "t5"
+
+
+@pytest.mark.parametrize(
+    ("rows", "rule", "message"),
+    [
+        ([], {}, "no finished trial"),
+        (FRONT, {"trial": "t9"}, "no finished trial 't9' in this sweep (finished: t1, t2"),
+        (FRONT, {"max_params": 5}, "no trial has at most 5 parameters (the smallest has 10)"),
+        (FRONT, {"min_rouge": 41}, "no trial reaches ROUGE-L 41 (the best has 40.00)"),
+        (FRONT, {"trial": "t1", "min_rouge": 1}, "at most one of"),
+        ([{"trial": "x", "rougeL": 1.0}], {}, "reports every objective"),
+    ],
+)
+def test_picking_errors_name_the_problem(rows, rule, message):
+    with pytest.raises(ExportError) as caught:
+        pick_trial(rows, OBJECTIVES, **rule)
+    assert message in str(caught.value)
+
+
+# --- the generation cache and int8, on tiny models -----------------------------------------
+
+
+def test_config_sizes_the_cache_from_a_deeper_decoder(tmp_path):
+    path = tiny_t5_dir(tmp_path, layers=(1, 3))
+    model = AutoModelForSeq2SeqLM.from_pretrained(path)
+    fit_cache_to_decoder(model.config)
+    model.save_pretrained(path)
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    assert json.loads((path / "config.json").read_text())["decoder_layers"] == 3
+    assert reloaded.config.num_layers == 1  # the encoder is untouched
+    inputs = AutoTokenizer.from_pretrained(path)([SOURCE], return_tensors="pt")
+    with torch.no_grad():
+        cached = reloaded.generate(**inputs, max_new_tokens=8, do_sample=False)
+        uncached = reloaded.generate(**inputs, max_new_tokens=8, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_cache_fix_leaves_bart_alone(tmp_path):
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_bart_dir(tmp_path, layers=(1, 3)))
+    before = model.config.to_dict()
+    fit_cache_to_decoder(model.config)
+    assert model.config.to_dict() == before
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_int8_reloads_smaller_and_close_to_fp32(tmp_path, family):
+    make = tiny_t5_dir if family == "t5" else tiny_bart_dir
+    path = make(tmp_path, layers=(2, 3))
+    model = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    fit_cache_to_decoder(model.config)
+    model.save_pretrained(path)
+    inputs = AutoTokenizer.from_pretrained(path)(
+        [SOURCE, "short"], return_tensors="pt", padding=True
+    )
+    with torch.no_grad():
+        fp32 = model(**inputs, decoder_input_ids=torch.zeros(2, 3, dtype=torch.long)).logits
+    quantized = quantize_int8(model)
+    save_int8(quantized, path / INT8_DIR)
+    reloaded = load_int8(path)
+
+    state = torch.load(path / INT8_DIR / INT8_WEIGHTS, weights_only=False)
+    # The tied token table is stored once, as the LM head's int8 weights.
+    assert not [k for k in state if "shared" in k or "embed_tokens" in k]
+    assert (path / INT8_DIR / INT8_WEIGHTS).stat().st_size < weights_mb(path) * 1e6
+    with torch.no_grad():
+        int8 = reloaded(**inputs, decoder_input_ids=torch.zeros(2, 3, dtype=torch.long)).logits
+        again = quantized(**inputs, decoder_input_ids=torch.zeros(2, 3, dtype=torch.long)).logits
+        assert torch.equal(int8, again)  # what was saved is what was quantized
+        assert (int8 - fp32).abs().max() < 0.1 * fp32.abs().max()
+        generated = reloaded.generate(**inputs, max_new_tokens=6)
+    assert generated.shape[0] == 2
+
+
+# --- the round trip on a tiny sweep --------------------------------------------------------
+
+
+def write_space(directory: Path, model: Path, name: str = "tiny") -> Path:
+    space = {
+        "name": name,
+        "model": str(model),
+        "data": {
+            "files": {
+                "train": str(TINY_DATA / "train.jsonl"),
+                "validation": str(TINY_DATA / "validation.jsonl"),
+            },
+            "source_template": "{package}: {document}",
+            "max_source_length": 48,
+            "max_target_length": 16,
+            "max_eval_examples": 12,
+        },
+        "layers": {"encoder": {"low": 1, "high": 4}, "decoder": {"low": 1, "high": 3}},
+        "train": {"learning_rate": 1.0e-2, "max_steps": 80, "batch_size": 8},
+        "decoding": {"max_new_tokens": 12, "no_repeat_ngram_size": 3},
+        "trials": 2,
+    }
+    path = directory / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def record_trial(tracker: Tracker, trial: str, params: dict, metrics: dict, checkpoint: Path):
+    """What the sweep's Tune callback records for a finished trial."""
+    run_id = tracker.start_trial(trial, params, {})
+    tracker.log_trial_metrics(run_id, metrics, step=int(metrics.get("step", 0)))
+    tracker.client.set_tag(run_id, "checkpoint", str(checkpoint))
+    tracker.end_trial(run_id, "finished")
+
+
+def train_trial(tracker, config, prepared, trial: str, layers: tuple[int, int], store: Path):
+    values = {"strategy": "sft", "encoder": layers[0], "decoder": layers[1]}
+    trial_config = plan({**values, **_fixed_train(config)}, prepared.parent_layers)
+    checkpoint = store / "ray" / "tiny-sweep" / f"trial_{trial}" / "checkpoint_000000"
+    result = run_trial(
+        trial_config, prepared.base, prepared.data, config.decoding, save_dir=checkpoint, threads=1
+    )
+    params = {
+        **values,
+        **asdict(trial_config.train),
+        "encoder_layers": trial_config.encoder_layers,
+        "decoder_layers": trial_config.decoder_layers,
+    }
+    record_trial(tracker, trial, params, result.metrics, checkpoint)
+    return params, result.metrics, checkpoint
+
+
+def _fixed_train(config) -> dict:
+    return {k: v.value for k, v in vars(config.train).items()}
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory) -> dict:
+    """A tiny T5 sweep with two trained trials, both with more decoder than encoder layers,
+    and three small broken sweeps in their own experiments."""
+    root = tmp_path_factory.mktemp("export")
+    base = tiny_t5_dir(root / "t5", layers=(4, 3))
+    space = write_space(root, base)
+    config = load_config(space)
+    prepared = prepare(config)
+    store = root / "mlflow"
+    tracker = Tracker(default_uri(store), config.name, store / "artifacts")
+    parents = {"parent_encoder_layers": 4, "parent_decoder_layers": 3}
+    tracker.start_sweep("tiny-sweep", parents, {"base_model": str(base)})
+    trials = {t: train_trial(tracker, config, prepared, t, layers, store) for t, layers in
+              {"a": (1, 3), "b": (2, 3)}.items()}  # fmt: skip
+    tracker.end_sweep("finished")
+    params, metrics, checkpoint = trials["a"]
+    broken = {
+        "tiny-empty": [],
+        "tiny-gone": [("gone", params, metrics, root / "deleted")],
+        "tiny-tampered": [("tampered", params, {**metrics, "rougeL": 99.0}, checkpoint)],
+    }
+    for name, records in broken.items():
+        other = Tracker(default_uri(store), name, store / "artifacts")
+        other.start_sweep(f"{name}-sweep", parents, {"base_model": str(base)})
+        for record in records:
+            record_trial(other, *record)
+    return {"root": root, "space": space, "store": store, "trials": trials}
+
+
+def export(sweep: dict, *args: str) -> tuple[int, str, str]:
+    """Run `shrink-sweep export` in this process; return the exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["export", "--space", str(sweep["space"]), "--store", str(sweep["store"]), *args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def exported(sweep) -> dict:
+    directory = sweep["root"] / "shipped" / "model"
+    code, out, err = export(sweep, "--out", str(directory))
+    assert code == 0, err + out
+    rows = [{"trial": t, **m} for t, (_, m, _) in sweep["trials"].items()]
+    knee_trial = rows[knee([[r["rougeL"], r["params"]] for r in rows], ["max", "min"])]["trial"]
+    return {"dir": directory, "stdout": out, "trial": knee_trial}
+
+
+def test_export_writes_a_complete_directory(exported):
+    directory = exported["dir"]
+    for name in ("model.safetensors", "config.json", "generation_config.json", "README.md",
+                 "tokenizer.json", "summarization_pipeline.py", "int8/model.pt"):  # fmt: skip
+        assert (directory / name).is_file(), name
+    generation = json.loads((directory / "generation_config.json").read_text())
+    assert generation["max_new_tokens"] == 12 and generation["no_repeat_ngram_size"] == 3
+    assert generation["num_beams"] == 1 and not generation.get("do_sample")
+    config = json.loads((directory / "config.json").read_text())
+    assert config["decoder_layers"] == 3 and config["num_layers"] < 3  # the deeper decoder
+    assert "summarization" in config["custom_pipelines"]
+    assert os.listdir(directory.parent) == ["model"]  # no partial directory left behind
+    assert f"exporting trial {exported['trial']}: the " in exported["stdout"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (directory / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_card_tells_scores_layers_and_front(exported, sweep):
+    card = (exported["dir"] / "README.md").read_text()
+    params, _, _ = sweep["trials"][exported["trial"]]
+    kept = "[" + ",".join(str(i) for i in params["decoder_layers"]) + "]"
+    assert f"decoder layers kept: {kept} of 3" in card
+    assert "| ROUGE-L |" in card and "| weights on disk (MB) |" in card
+    assert "## Pareto front" in card and f"**{exported['trial']}**" in card
+    assert f"learning_rate | {params['learning_rate']}" in card
+
+
+def test_pipeline_loads_and_summarizes_offline(exported, tmp_path):
+    code = f"""
+import json, torch
+torch.set_num_threads(1)
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+directory = {str(exported["dir"])!r}
+summary = pipeline("summarization", model=directory, trust_remote_code=True)({SOURCE!r})
+model = AutoModelForSeq2SeqLM.from_pretrained(directory)
+tokenizer = AutoTokenizer.from_pretrained(directory)
+direct = tokenizer.decode(model.generate(**tokenizer({SOURCE!r}, return_tensors="pt"))[0],
+                          skip_special_tokens=True).strip()
+print(json.dumps({{"pipeline": summary, "direct": direct}}))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["pipeline"] == [{"summary_text": answer["direct"]}]
+    assert answer["direct"]  # the trained student says something
+
+
+def test_int8_variant_reloads_generates_and_is_smaller(exported):
+    directory = exported["dir"]
+    model = load_int8(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    with torch.no_grad():
+        output = model.generate(**tokenizer([SOURCE], return_tensors="pt"))
+    assert output.shape[1] > 1
+    assert (directory / INT8_DIR / INT8_WEIGHTS).stat().st_size < weights_mb(directory) * 1e6
+    assert "int8 weights are" in exported["stdout"] and "drop" in exported["stdout"]
+
+
+def test_mlflow_registers_the_version_with_its_alias(exported, sweep):
+    client = MlflowClient(default_uri(sweep["store"]))
+    version = client.get_model_version_by_alias("tiny-summarizer", "best-tradeoff")
+    assert version.tags["trial"] == exported["trial"]
+    _, metrics, _ = sweep["trials"][exported["trial"]]
+    assert abs(float(version.tags["rougeL"]) - metrics["rougeL"]) <= 0.5  # re-scored fp32
+    parent = client.get_run(version.run_id)
+    assert parent.data.tags["shrink_sweep.kind"] == "sweep"
+    assert parent.data.tags["shrink_sweep.exported"].startswith("tiny-summarizer v")
+    stored = f"export/trial_{exported['trial']}"
+    assert version.source == f"runs:/{version.run_id}/{stored}"
+    names = {a.path for a in client.list_artifacts(version.run_id, stored)}
+    assert {f"{stored}/README.md", f"{stored}/model.safetensors", f"{stored}/int8"} <= names
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trial", "nope"], "no finished trial 'nope' in this sweep (finished: a, b)"),
+        (["--set", "name=tiny-empty"], "the sweep has no finished trial yet"),
+        (["--set", "name=tiny-gone"], "trial gone's weights were not kept"),
+        (["--max-params", "10"], "no trial has at most 10 parameters"),
+        (["no-such-sweep"], "no sweep no-such-sweep in experiment 'tiny'"),
+    ],
+)
+def test_bad_requests_exit_2_with_the_reason(sweep, args, message):
+    code, _, err = export(sweep, "--out", str(sweep["root"] / "never"), *args)
+    assert code == cli.BAD_INPUT
+    assert message in err
+    assert not (sweep["root"] / "never").exists()
+
+
+def test_existing_directory_needs_force(sweep, tmp_path):
+    (tmp_path / "taken").mkdir()
+    code, _, err = export(sweep, "--out", str(tmp_path / "taken"))
+    assert code == cli.BAD_INPUT
+    assert "taken exists; pass --force" in err
+
+
+def test_a_model_that_does_not_score_as_recorded_is_not_written(sweep, tmp_path):
+    code, _, err = export(sweep, "--set", "name=tiny-tampered", "--out", str(tmp_path / "m"))
+    assert code == cli.BAD_INPUT
+    assert "the sweep recorded 99.00" in err and "nothing was written" in err
+    assert os.listdir(tmp_path) == []  # neither the directory nor a partial one
+
+
+# --- end to end through Ray ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_then_export_twice_through_the_cli(tmp_path):
+    base = tiny_t5_dir(tmp_path / "t5", layers=(4, 3))
+    space = yaml.safe_load(write_space(tmp_path, base).read_text())
+    space["first"] = [{"encoder": 1, "decoder": 3, "strategy": "sft"}]
+    space["keep_weights"] = "all"  # so that the deeper-decoder trial can be exported
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+
+    def shrink_sweep(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "search.cli", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    done = shrink_sweep("run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = shrink_sweep("export")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "exporting trial" in done.stdout and "the Pareto front" in done.stdout
+    (shipped,) = (tmp_path / "exported").iterdir()
+    assert (shipped / "int8" / INT8_WEIGHTS).is_file()
+
+    client = MlflowClient(default_uri(tmp_path / "mlflow"))
+    deep = [
+        r.data.tags["shrink_sweep.trial_id"]
+        for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        if (r.data.params.get("encoder"), r.data.params.get("decoder")) == ("1", "3")
+    ]
+    out = tmp_path / "deep"
+    done = shrink_sweep("export", "--trial", deep[0], "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = shrink_sweep("export", "--trial", deep[0], "--out", str(out), "--force")
+    assert again.returncode == 0, again.stderr[-3000:]
+    versions = client.search_model_versions("name = 'tiny-summarizer'")
+    assert len(versions) == 3
+    alias = client.get_model_version_by_alias("tiny-summarizer", "best-tradeoff")
+    assert int(alias.version) == max(int(v.version) for v in versions)
