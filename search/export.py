@@ -543,20 +543,37 @@ def check_generates(model: nn.Module, tokenizer: Any) -> None:
 
 # --- int8 ----------------------------------------------------------------------------------
 
+_DYNAMIC_LINEAR = torch.ao.nn.quantized.dynamic.Linear
+
 
 class Int8Embedding(nn.Module):
-    """Token embeddings held as int8 rows with one float scale per row (symmetric)."""
+    """Token embeddings held as int8 rows with one float scale per row (`int8_rows`)."""
 
-    def __init__(self, weight: torch.Tensor, embed_scale: float = 1.0) -> None:
+    def __init__(
+        self, weight_int8: torch.Tensor, scale: torch.Tensor, embed_scale: float = 1.0
+    ) -> None:
         super().__init__()
-        scale = weight.detach().abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
-        self.register_buffer("weight_int8", torch.round(weight.detach() / scale[:, None]).char())
-        self.register_buffer("scale", scale.float())
+        self.register_buffer("weight_int8", weight_int8)
+        self.register_buffer("scale", scale)
         self.embed_scale = embed_scale  # BART scales embeddings by sqrt(d_model)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows = self.weight_int8[input_ids].float() * self.scale[input_ids].unsqueeze(-1)
         return rows * self.embed_scale
+
+
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize a table symmetrically per row.
+
+    Args:
+        weight: A float matrix, one row per token.
+
+    Returns:
+        The int8 rows and the float32 scale of each row (row = int8 * scale).
+    """
+    weight = weight.detach().float()
+    scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+    return torch.round(weight / scale[:, None]).char(), scale
 
 
 class TiedInt8Embedding(nn.Module):
@@ -590,14 +607,8 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     Returns:
         `model`, quantized.
     """
-    words = model.get_input_embeddings()
-    tied = words.weight is getattr(model.get_output_embeddings(), "weight", None)
-    tables = [
-        (parent, name, child)
-        for parent in model.modules()
-        for name, child in parent.named_children()
-        if isinstance(child, nn.Embedding) and child.weight is words.weight
-    ]
+    head_weight = getattr(model.get_output_embeddings(), "weight", None)
+    tables = _token_tables(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's notice that torchao will replace this API
         torch.ao.quantization.quantize_dynamic(
@@ -606,20 +617,46 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             dtype=torch.qint8,
             inplace=True,
         )
-    head = model.get_output_embeddings() if tied else None
-    if not isinstance(head, torch.ao.nn.quantized.dynamic.Linear):
-        head = None  # an LM head that was not a linear layer keeps its own table
-    replaced: dict[int, nn.Module] = {}
-    for parent, name, table in tables:
-        if id(table) not in replaced:
-            scale = float(getattr(table, "embed_scale", 1.0))
-            replaced[id(table)] = (
-                TiedInt8Embedding(head, scale)
-                if head is not None
-                else Int8Embedding(table.weight, scale)
-            )
-        setattr(parent, name, replaced[id(table)])
+    _replace_tables(tables, model.get_output_embeddings(), head_weight)
     return model
+
+
+def _replace_tables(
+    tables: list[tuple[nn.Module, str, nn.Embedding]], head: nn.Module, head_weight: Any
+) -> None:
+    """Put int8 modules in the places of the token tables; tied ones read the int8 head."""
+    # transformers 5 gives the encoder and decoder their own modules sharing one weight; their
+    # replacements share one int8 table too (torch.save stores a shared tensor once).
+    rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    replaced: dict[tuple[int, float], nn.Module] = {}
+    for parent, name, table in tables:
+        scale = float(getattr(table, "embed_scale", 1.0))
+        key = (id(table.weight), scale)
+        if key not in replaced:
+            tied = table.weight is head_weight and isinstance(head, _DYNAMIC_LINEAR)
+            if not tied and id(table.weight) not in rows:
+                rows[id(table.weight)] = int8_rows(table.weight)
+            replaced[key] = (
+                TiedInt8Embedding(head, scale) if tied else Int8Embedding(*rows[key[0]], scale)
+            )
+        setattr(parent, name, replaced[key])
+
+
+def _token_tables(model: nn.Module) -> list[tuple[nn.Module, str, nn.Embedding]]:
+    """Every token-embedding module with its parent and name.
+
+    Token tables have a row per vocabulary entry and look rows up plainly or scaled (BART);
+    position tables (other sizes, other `forward`s) are left alone.
+    """
+    vocab = model.get_input_embeddings().num_embeddings
+    return [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.Embedding)
+        and child.num_embeddings == vocab
+        and (type(child).forward is nn.Embedding.forward or hasattr(child, "embed_scale"))
+    ]
 
 
 def save_int8(model: nn.Module, directory: Path) -> None:

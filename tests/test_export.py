@@ -21,7 +21,12 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from tiny import TINY_DATA, tiny_bart_dir, tiny_t5_dir
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+)
 
 from search import cli
 from search.config import load_config
@@ -171,6 +176,34 @@ def test_int8_reloads_smaller_and_close_to_fp32(tmp_path, family):
         assert (int8 - fp32).abs().max() < 0.1 * fp32.abs().max()
         generated = reloaded.generate(**inputs, max_new_tokens=6)
     assert generated.shape[0] == 2
+
+
+def test_int8_quantizes_untied_and_scaled_embeddings(tmp_path):
+    # T5 configs in transformers 5 always tie the LM head; a BART config can untie it.
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=99, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37,
+        decoder_ffn_dim=37, max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
+        tie_word_embeddings=False, scale_embedding=True,  # embeddings x sqrt(d_model)
+    )  # fmt: skip
+    model = BartForConditionalGeneration(config).eval()
+    assert model.lm_head.weight is not model.get_input_embeddings().weight
+    model.save_pretrained(tmp_path)
+    input_ids = torch.randint(3, 99, (2, 7), generator=torch.Generator().manual_seed(0))
+    decoder_input_ids = torch.zeros(2, 3, dtype=torch.long)
+    with torch.no_grad():
+        fp32 = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+        save_int8(quantize_int8(model), tmp_path / INT8_DIR)
+        int8 = load_int8(tmp_path)(input_ids=input_ids, decoder_input_ids=decoder_input_ids)
+    state = torch.load(tmp_path / INT8_DIR / INT8_WEIGHTS, weights_only=False)
+    tables = {k: v for k, v in state.items() if k.endswith("weight_int8")}
+    assert set(tables) == {f"model.{m}.weight_int8" for m in ("shared", "encoder.embed_tokens",
+                                                               "decoder.embed_tokens")}  # fmt: skip
+    assert not [k for k in state if k.endswith("embed_tokens.weight")]  # no fp32 table left
+    assert "model.encoder.embed_positions.weight" in state  # position tables stay fp32
+    assert (int8.logits - fp32).abs().max() < 0.1 * fp32.abs().max()
 
 
 # --- the round trip on a tiny sweep --------------------------------------------------------
