@@ -101,6 +101,8 @@ def pareto(args: argparse.Namespace) -> int:
     if args.out:
         write_front_csv(front, Path(args.out))
         print(f"wrote {args.out}")
+    plot = Path(args.plot or args.store / f"{run.info.run_name}-pareto.html")
+    print(f"plot: {tracker.download_sweep_artifact('pareto.html', plot)}")
     return 0
 
 
@@ -230,6 +232,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)"
     )
+    p.add_argument(
+        "--resume", nargs="?", const=LATEST, metavar="SWEEP",
+        help="continue an interrupted sweep (its run id or name; default the latest) with its own "
+        "space.yaml: finished trials are kept, unfinished ones rerun",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-failures", type=int, metavar="N",
+        help="stop the sweep once N trials failed (default: a quarter of the trials, at least 3)",
+    )  # fmt: skip
 
     p = _command(commands, "validate", validate)
     _space_args(p)
@@ -239,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="space.yaml", help="the space.yaml the sweep ran with")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
     p.add_argument("--out", help="also write the front to this CSV file")
+    p.add_argument("--plot", help="where to write the plot (default <store>/<sweep>-pareto.html)")
     _store_args(p)
 
     p = _command(commands, "export", export)
@@ -307,15 +319,6 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the store)"
     )
-    p.add_argument(
-        "--resume", nargs="?", const=LATEST, metavar="SWEEP",
-        help="continue an interrupted sweep (its run id or name; default the latest) with its own "
-        "space.yaml: finished trials are kept, unfinished ones rerun",
-    )  # fmt: skip
-    p.add_argument(
-        "--max-failures", type=int, metavar="N",
-        help="stop the sweep once N trials failed (default: a quarter of the trials, at least 3)",
-    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import yaml
 from search.config import ConfigError, SweepConfig, config_from_dict
 from search.pareto import hypervolume, pareto_front
 from search.plot import pareto_figure, write_pareto_html
-from search.preflight import Prepared, prepare
+from search.preflight import Prepared, check_resources, prepare
 from search.space import InfeasibleError, grid, plan, suggest
 from search.tracking import Tracker, check_store, resolve_uri, store_lock
 from trainables.trial import tune_trial
@@ -110,6 +110,8 @@ def run_sweep(
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
     check_store(paths.optuna_url)
+    if not address:
+        check_resources(config)  # a local Ray waits forever for a trial it cannot place
     prepared = prepare(config)
     sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tracker = Tracker(uri, config.name, paths.artifacts)
@@ -149,6 +151,8 @@ def resume_sweep(
     if not (paths.ray / name / "tuner.pkl").is_file():
         raise ConfigError([f"sweep {name}: no Ray Tune state under {paths.ray / name}"])
     config = config_from_dict(yaml.safe_load(tracker.read_text(run.info.run_id, SPACE_FILE)))
+    if not address:
+        check_resources(config)
     prepared = prepare(config)
     tracker.resume_sweep(run.info.run_id)
     finished = {r["trial"]: _metrics(r) for r in tracker.trial_rows("finished")}

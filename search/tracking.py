@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -148,6 +149,14 @@ class Tracker:
 
     def log_sweep_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.sweep_run_id, str(path))
+
+    def download_sweep_artifact(self, name: str, path: Path) -> Path:
+        """Copy one of the sweep's artifacts (e.g. pareto.html) to `path`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(self.sweep_run_id, name, tmp)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, path)
+        return path
 
     def log_sweep_text(self, text: str, name: str) -> None:
         self.client.log_text(self.sweep_run_id, text, name)

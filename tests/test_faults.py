@@ -216,3 +216,26 @@ def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, ti
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
     assert len(rows) == 5
     assert {r["trial"] for r in rows if r["on_front"] == "True"} == front_of(rows)
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_store_at_once_keep_their_own_runs(tmp_path, tiny_t5_path):
+    space = write_space(tmp_path, tiny_t5_path, trials=2)
+    command = [sys.executable, "-m", "search.cli", "run", str(space)]
+    sweeps = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for sweep in sweeps:
+        _, err = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, err[-3000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    parents = [r for r in runs if r.data.tags["shrink_sweep.kind"] == "sweep"]
+    assert len(parents) == 2 and len({p.info.run_name for p in parents}) == 2
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert [c.info.status for c in children] == ["FINISHED"] * 2
+        assert parent.info.status == "FINISHED"
+        assert study_states(tmp_path / "mlflow", parent.info.run_name) == [COMPLETE] * 2

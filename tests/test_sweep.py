@@ -117,9 +117,10 @@ def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
     ours = sorted((float(r["rougeL"]), float(r["params"])) for r in rows if r["trial"] in on_front)
     assert best == ours
 
-    shown = shrink_sweep("pareto", "--space", str(space), cwd=tmp_path)
+    shown = shrink_sweep("pareto", "--space", str(space), "--plot", "front.html", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert f"Pareto front ({len(on_front)} trials)" in shown.stdout
+    assert (tmp_path / "front.html").stat().st_size == artifacts["pareto.html"].file_size
 
 
 @pytest.mark.slow
