@@ -577,19 +577,32 @@ def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TiedInt8Embedding(nn.Module):
-    """Token embeddings read from the int8 LM head they are tied to, so one table is stored."""
+    """Token embeddings read from the int8 LM head they are tied to, so one table is stored.
+
+    The head's rows are unpacked on first use and kept (an int8 copy in memory; unpacking on
+    every call took longer than the LM head itself); loading a state dict into the head drops
+    the copy.
+    """
 
     def __init__(self, head: nn.Module, embed_scale: float = 1.0) -> None:
         super().__init__()
         # Not a submodule: the state dict holds the table once, as the head's weights.
         self.__dict__["head"] = head
         self.embed_scale = embed_scale
+        self.table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        head.register_load_state_dict_post_hook(self._forget_table)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        weight = self.head.weight()  # per-channel qint8: one scale per vocabulary row
-        zero = weight.q_per_channel_zero_points()[input_ids].unsqueeze(-1)
-        scale = weight.q_per_channel_scales()[input_ids].unsqueeze(-1).float()
-        return (weight.int_repr()[input_ids].float() - zero) * scale * self.embed_scale
+        if self.table is None:
+            weight = self.head.weight()  # per-channel qint8: one scale per vocabulary row
+            zero = weight.q_per_channel_zero_points().float()
+            self.table = (weight.int_repr(), zero, weight.q_per_channel_scales().float())
+        rows, zero, scale = self.table
+        shifted = rows[input_ids].float() - zero[input_ids].unsqueeze(-1)
+        return shifted * scale[input_ids].unsqueeze(-1) * self.embed_scale
+
+    def _forget_table(self, module: nn.Module, incompatible_keys: Any) -> None:
+        self.table = None
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:

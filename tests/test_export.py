@@ -169,12 +169,18 @@ def test_int8_reloads_smaller_and_close_to_fp32(tmp_path, family):
     # The tied token table is stored once, as the LM head's int8 weights.
     assert not [k for k in state if "shared" in k or "embed_tokens" in k]
     assert (path / INT8_DIR / INT8_WEIGHTS).stat().st_size < weights_mb(path) * 1e6
+    decoder_input_ids = torch.zeros(2, 3, dtype=torch.long)
     with torch.no_grad():
-        int8 = reloaded(**inputs, decoder_input_ids=torch.zeros(2, 3, dtype=torch.long)).logits
-        again = quantized(**inputs, decoder_input_ids=torch.zeros(2, 3, dtype=torch.long)).logits
+        int8 = reloaded(**inputs, decoder_input_ids=decoder_input_ids).logits
+        again = quantized(**inputs, decoder_input_ids=decoder_input_ids).logits
         assert torch.equal(int8, again)  # what was saved is what was quantized
         assert (int8 - fp32).abs().max() < 0.1 * fp32.abs().max()
         generated = reloaded.generate(**inputs, max_new_tokens=6)
+        # A used model (its tied table unpacked) that loads new weights looks rows up anew.
+        used = quantize_int8(AutoModelForSeq2SeqLM.from_config(model.config).eval())
+        used(**inputs, decoder_input_ids=decoder_input_ids)
+        used.load_state_dict(state)
+        assert torch.equal(used(**inputs, decoder_input_ids=decoder_input_ids).logits, int8)
     assert generated.shape[0] == 2
 
 
