@@ -18,7 +18,6 @@ Besides a plain Hugging Face model directory the export holds:
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import secrets
@@ -450,6 +449,7 @@ def write_model(checkpoint: Path, directory: Path, config: SweepConfig) -> None:
         directory: An empty directory to write into.
         config: The sweep's configuration (data and decoding).
     """
+    from trainables.train import generation_config
     from trainables.trial import load_base
 
     model, tokenizer = load_base(str(checkpoint))
@@ -462,7 +462,8 @@ def write_model(checkpoint: Path, directory: Path, config: SweepConfig) -> None:
     }
     if config.data.source_prefix:
         model.config.prefix = config.data.source_prefix  # pipelines prepend config.prefix
-    model.generation_config = shipped_generation(model.generation_config, config.decoding)
+    # The decoding the sweep scored with, as trainables.train.evaluate_model decodes.
+    model.generation_config = generation_config(model.generation_config, config.decoding)
     tokenizer.model_max_length = config.data.max_source_length
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -497,32 +498,6 @@ def fit_cache_to_decoder(config: Any) -> None:
             f"{sized} layers, but its decoder has {n_decoder}; export a trial with at most "
             f"{sized} decoder layers"
         )
-
-
-def shipped_generation(generation: Any, decoding: DecodingConfig) -> Any:
-    """The checkpoint's generation config with the decoding the sweep scored with.
-
-    Args:
-        generation: The checkpoint's `GenerationConfig` (special token ids are kept).
-        decoding: The sweep's decoding settings.
-
-    Returns:
-        A new `GenerationConfig`: greedy or beam search as configured, no sampling, no minimum
-        length, as `trainables.train.evaluate_model` decodes.
-    """
-    shipped = copy.deepcopy(generation)
-    settings: dict[str, Any] = {
-        "num_beams": decoding.num_beams,
-        "max_new_tokens": decoding.max_new_tokens,
-        "no_repeat_ngram_size": decoding.no_repeat_ngram_size,
-        "do_sample": False,
-        "min_length": 0,
-        "min_new_tokens": None,
-    }
-    if decoding.num_beams > 1:  # only beam search reads it; greedy would warn
-        settings["length_penalty"] = decoding.length_penalty
-    shipped.update(**settings)
-    return shipped
 
 
 def check_generates(model: nn.Module, tokenizer: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from search.config import ConfigError, SweepConfig, config_from_dict
+from search.config import METRICS, ConfigError, SweepConfig, config_from_dict
 from search.pareto import hypervolume, pareto_front
 from search.plot import pareto_figure, write_pareto_html
 from search.preflight import Prepared, check_resources, prepare
@@ -32,20 +32,7 @@ from trainables.trial import tune_trial
 SPACE_FILE = "space.yaml"  # the sweep's own configuration, kept on its parent run
 
 # Metrics a trial reports that are logged to MLflow (Ray adds many bookkeeping keys).
-TRIAL_METRICS = (
-    "rouge1",
-    "rouge2",
-    "rougeL",
-    "rougeLsum",
-    "params",
-    "params_non_embedding",
-    "size_mb",
-    "latency_ms",
-    "train_loss",
-    "eval_loss",
-    "train_seconds",
-    "examples_per_second",
-)
+TRIAL_METRICS = (*METRICS, "train_loss", "eval_loss", "train_seconds", "examples_per_second")
 
 
 @dataclass(frozen=True)

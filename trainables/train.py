@@ -389,7 +389,7 @@ def generate_summaries(
         milliseconds (total wall time of generation and decoding / number of examples).
     """
     device = next(model.parameters()).device
-    generation = _generation_config(model, decoding)
+    generation = generation_config(model.generation_config, decoding)
     order = np.argsort([-len(r) for r in input_ids], kind="stable")
     predictions = [""] * len(input_ids)
     was_training = model.training
@@ -492,8 +492,18 @@ def eval_loss(
     return total / max(1, count)
 
 
-def _generation_config(model: torch.nn.Module, decoding: DecodingConfig) -> Any:
-    generation = copy.deepcopy(model.generation_config)
+def generation_config(generation: Any, decoding: DecodingConfig) -> Any:
+    """A checkpoint's generation config with exactly the sweep's decoding settings.
+
+    Args:
+        generation: The checkpoint's `GenerationConfig` (its special token ids are kept).
+        decoding: The sweep's decoding settings.
+
+    Returns:
+        A new `GenerationConfig`: greedy or beam search as configured, no sampling and no
+        minimum length (a CNN checkpoint's minimum of 56 tokens would distort every trial).
+    """
+    generation = copy.deepcopy(generation)
     settings: dict[str, Any] = {
         "num_beams": decoding.num_beams,
         "max_new_tokens": decoding.max_new_tokens,
