@@ -99,8 +99,8 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
         with store_lock(uri):  # the first use of a SQLite store creates its tables
+            self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment, artifact_root)
         self.sweep_run_id: str | None = None
 
