@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from tiny import TINY_DATA
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_space(directory: Path, model: Path, **changes) -> Path:
@@ -139,3 +143,26 @@ def test_six_trials_two_at_a_time(tmp_path, family, tiny_t5_path, tiny_bart_path
     spans = sorted((c.info.start_time, c.info.end_time) for c in children)
     overlapping = sum(a_end > b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
     assert overlapping >= 1, "no two trials ran at the same time"
+
+
+@pytest.mark.slow
+def test_the_default_sweep_runs_offline_and_shows_the_trade_off(tmp_path):
+    """The README's first command: the shipped space.yaml, the demo teacher and data."""
+    shutil.copy(REPO / "space.yaml", tmp_path / "space.yaml")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "search.cli", "run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, parent, children = sweep_runs(tmp_path / "mlflow", "debian-demo")
+    assert [c.info.status for c in children] == ["FINISHED"] * 8
+    assert parent.data.metrics["front_size"] >= 3
+    full = [c for c in children if c.data.params["encoder_layers"] == "[0,1,2,3,4,5]"]
+    full = [c for c in full if c.data.params["decoder_layers"] == "[0,1,2,3,4,5]"]
+    assert len(full) == 1  # the whole teacher, fine-tuned with the same budget
+    assert full[0].data.metrics["rougeL"] > 25  # the lead baseline scores 23 on test
