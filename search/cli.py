@@ -84,17 +84,9 @@ def validate(args: argparse.Namespace) -> int:
 
 def pareto(args: argparse.Namespace) -> int:
     """Print a sweep's Pareto front and write its plot (the latest sweep by default)."""
-    from search.sweep import SweepPaths, write_front_csv
-    from search.tracking import Tracker, check_store, resolve_uri
+    from search.sweep import write_front_csv
 
-    config = load_config(args.space, _overrides(args))
-    uri = resolve_uri(args.tracking_uri, args.store)
-    check_store(uri)
-    tracker = Tracker(uri, config.name, SweepPaths(args.store).artifacts)
-    run = tracker.find_sweep(args.sweep)
-    if run is None:
-        raise ConfigError([f"no sweep {args.sweep or ''} in experiment {config.name!r} at {uri}"])
-    tracker.sweep_run_id = run.info.run_id
+    config, tracker, run = _open_sweep(args)
     front = _front_rows(tracker, config)
     print(f"sweep {run.info.run_name} ({run.info.run_id})")
     _print_front(front, config)
@@ -116,18 +108,9 @@ def export(args: argparse.Namespace) -> int:
     it wrote and re-scores it on the sweep's evaluation data (fp32 within 0.5 ROUGE-L of the
     trial, else it fails), measures the int8 variant, and registers the model in MLflow.
     """
-    from search.export import ExportError, export_trial, front_rows, pick_trial, report_lines
-    from search.sweep import SweepPaths
-    from search.tracking import Tracker, check_store, resolve_uri
+    from search.export import export_trial, front_rows, pick_trial, report_lines
 
-    config = load_config(args.space, _overrides(args))
-    uri = resolve_uri(args.tracking_uri, args.store)
-    check_store(uri)
-    tracker = Tracker(uri, config.name, SweepPaths(args.store).artifacts)
-    run = tracker.find_sweep(args.sweep)
-    if run is None:
-        raise ExportError(f"no sweep {args.sweep or ''} in experiment {config.name!r} at {uri}")
-    tracker.sweep_run_id = run.info.run_id
+    config, tracker, run = _open_sweep(args)
     rows = tracker.trial_rows("finished")
     objectives = [(o.metric, o.mode) for o in config.objectives]
     pick = pick_trial(
@@ -164,6 +147,27 @@ def ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
     os.execv(sys.executable, command)
     return 0  # not reached
+
+
+def _open_sweep(args: argparse.Namespace) -> tuple:
+    """The configuration, a tracker on the sweep named by `args.sweep` (default the latest),
+    and the sweep's parent run.
+
+    Raises:
+        ConfigError: no such sweep in the configuration's experiment.
+    """
+    from search.sweep import SweepPaths
+    from search.tracking import Tracker, check_store, resolve_uri
+
+    config = load_config(args.space, _overrides(args))
+    uri = resolve_uri(args.tracking_uri, args.store)
+    check_store(uri)
+    tracker = Tracker(uri, config.name, SweepPaths(args.store).artifacts)
+    run = tracker.find_sweep(args.sweep)
+    if run is None:
+        raise ConfigError([f"no sweep {args.sweep or ''} in experiment {config.name!r} at {uri}"])
+    tracker.sweep_run_id = run.info.run_id
+    return config, tracker, run
 
 
 def _front_rows(tracker: object, config: object) -> list[dict]:
