@@ -76,8 +76,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def validate(args: argparse.Namespace) -> int:
-    """Check a space.yaml (and overrides) without running anything."""
-    load_config(args.space, _overrides(args))
+    """Check a space.yaml (and overrides) without running anything.
+
+    Besides the file itself, the model's config (layer counts, architecture) and the data
+    (splits, columns) are checked, as `run` does before its first trial; no weights are
+    loaded. --file-only checks the file alone.
+    """
+    config = load_config(args.space, _overrides(args))
+    if not args.file_only:
+        from search.preflight import check_inputs
+
+        check_inputs(config)
     print(f"{args.space}: ok")
     return 0
 
@@ -248,6 +257,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _command(commands, "validate", validate)
     _space_args(p)
+    p.add_argument("--file-only", action="store_true", help="check the file, not the model or data")
 
     p = _command(commands, "pareto", pareto)
     p.add_argument("sweep", nargs="?", help="the sweep's MLflow run id or name (default: latest)")

@@ -166,3 +166,18 @@ def test_the_default_sweep_runs_offline_and_shows_the_trade_off(tmp_path):
     full = [c for c in full if c.data.params["decoder_layers"] == "[0,1,2,3,4,5]"]
     assert len(full) == 1  # the whole teacher, fine-tuned with the same budget
     assert full[0].data.metrics["rougeL"] > 25  # the lead baseline scores 23 on test
+
+
+def test_validate_checks_the_file_the_model_and_the_data(tmp_path, tiny_t5_path, capsys):
+    from search import cli
+
+    space = write_space(tmp_path, tiny_t5_path)
+    assert cli.main(["validate", str(space)]) == 0
+    too_deep = ["--set", "layers.encoder={low: 1, high: 9}"]
+    assert cli.main(["validate", str(space), *too_deep]) == cli.BAD_INPUT
+    assert "layers.encoder: asks for up to 9 layers" in capsys.readouterr().err
+    assert cli.main(["validate", str(space), *too_deep, "--file-only"]) == 0
+    no_column = ["--set", "data.summary_column=synopsis"]
+    assert cli.main(["validate", str(space), *no_column]) == cli.BAD_INPUT
+    assert "no column(s) synopsis" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow").exists()
