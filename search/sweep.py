@@ -166,31 +166,30 @@ def _drive(
 ) -> SweepSummary:
     """Run (or, given the trials finished so far, resume) the Tune experiment and close it."""
     callback = TrackingCallback(
-        tracker, config, prepared.parent_layers, prepared.parent_params, paths, progress, sweep
+        tracker, config, prepared.parent_layers, prepared.parent_params, progress, sweep
     )
     callback.finished_before = set(finished or ())
     try:
         stopper = FailureLimit(callback, max_failures)
         _tune(config, prepared, callback, stopper, paths, address, finished)
     except BaseException:  # a second Ctrl-C, or the driver itself broke: keep what finished
-        _close(tracker, config, prepared.parent_params, paths, sweep, "stopped")
+        _close(tracker, config, prepared.parent_params, sweep, "stopped")
         raise
     if callback.failures.total() >= max_failures:
         ((error, count),) = callback.failures.most_common(1)
         total = callback.failures.total()
         message = f"stopped after {total} failed trials; most common error ({count}x): {error}"
-        return _close(tracker, config, prepared.parent_params, paths, sweep, "failed", message)
+        return _close(tracker, config, prepared.parent_params, sweep, "failed", message)
     if tracker.trial_rows("running") or len(tracker.trial_rows(None)) < config.trials:
         message = "interrupted; continue it with: shrink-sweep run --resume " + sweep
-        return _close(tracker, config, prepared.parent_params, paths, sweep, "stopped", message)
-    return _close(tracker, config, prepared.parent_params, paths, sweep, "finished")
+        return _close(tracker, config, prepared.parent_params, sweep, "stopped", message)
+    return _close(tracker, config, prepared.parent_params, sweep, "finished")
 
 
 def _close(
     tracker: Tracker,
     config: SweepConfig,
     parent_params: int,
-    paths: SweepPaths,
     sweep: str,
     outcome: str,
     message: str = "",
@@ -198,7 +197,7 @@ def _close(
     """Mark trials that did not end as stopped, write the front, and end the sweep's run."""
     for row in tracker.trial_rows("running"):
         tracker.end_trial(row["run_id"], "stopped")
-    rows, hv = update_front(tracker, config, parent_params, paths)
+    rows, hv = update_front(tracker, config, parent_params)
     tracker.end_sweep(outcome)
     failed = len(tracker.trial_rows("failed"))
     front = [r for r in rows if r["on_front"]]
@@ -346,7 +345,6 @@ class TrackingCallback(_tune_base("Callback")):
         config: SweepConfig,
         parent_layers: tuple[int, int],
         parent_params: int,
-        paths: SweepPaths,
         progress: bool,
         sweep: str,
     ) -> None:
@@ -354,7 +352,6 @@ class TrackingCallback(_tune_base("Callback")):
         self.config = config
         self.parent_layers = parent_layers
         self.parent_params = parent_params
-        self.paths = paths
         self.progress = progress
         self.sweep = sweep
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
@@ -413,7 +410,7 @@ class TrackingCallback(_tune_base("Callback")):
         return self.runs[trial.trial_id]
 
     def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
-        rows, hv = update_front(self.tracker, self.config, self.parent_params, self.paths)
+        rows, hv = update_front(self.tracker, self.config, self.parent_params)
         done = len(self.tracker.trial_rows("finished")) + len(self.tracker.trial_rows("failed"))
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
         line = f"[{done}/{self.config.trials}] trial {trial.trial_id} {outcome} in {seconds:.0f}s"
@@ -443,7 +440,7 @@ class FailureLimit(_tune_base("Stopper")):
 
 
 def update_front(
-    tracker: Tracker, config: SweepConfig, parent_params: int, paths: SweepPaths
+    tracker: Tracker, config: SweepConfig, parent_params: int
 ) -> tuple[list[dict[str, Any]], float]:
     """Recompute the front over every finished trial and log it to the sweep's parent run.
 
