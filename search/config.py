@@ -21,6 +21,7 @@ import yaml
 
 STRATEGIES = ("sft", "alternate", "first", "last", "spread", "mask")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SCHEDULERS = ("fifo", "pareto")
 MODES = ("max", "min")
 # Metrics a trial reports that may serve as objectives.
 METRICS = (
@@ -137,6 +138,8 @@ class TrainSpaceConfig:
     weight_decay: Param = Fixed(0.0)
     gradient_accumulation_steps: Param = Fixed(1)
     label_smoothing: Param = Fixed(0.0)
+    distill: Param = Fixed(0.0)  # weight of the base model's soft targets (distillation)
+    distill_temperature: Param = Fixed(2.0)
     seed: Param = Fixed(0)
     eval_every: Param = Fixed(0)  # steps between intermediate evaluations; 0 = only at the end
 
@@ -155,6 +158,18 @@ class DecodingConfig:
 class SamplerConfig:
     name: str = "tpe"
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """When trials stop early. `fifo` runs every trial to its end; `pareto` stops a trial
+    whose intermediate point (at a `train.eval_every` step) is dominated by more than
+    `1 - 1/reduction_factor` of the other trials' points at that step, once `min_peers` of
+    them exist: successive halving made sound for several objectives, after MO-ASHA."""
+
+    name: str = "fifo"
+    reduction_factor: float = 2.0  # 2: stop when dominated by more than half
+    min_peers: int = 2
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,7 @@ class SweepConfig:
     train: TrainSpaceConfig = TrainSpaceConfig()
     decoding: DecodingConfig = DecodingConfig()
     sampler: SamplerConfig = SamplerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
     trials: int = 8
     max_concurrent: int = 0  # 0: as many as the resources allow
     resources: ResourcesConfig = ResourcesConfig()
@@ -437,6 +453,7 @@ def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
         errors.append(f"sampler.name: unknown sampler {config.sampler.name!r} (one of {SAMPLERS})")
     if config.sampler.name == "grid" and config.layers is not None:
         _check_grid(config, errors)
+    _check_scheduler(config, errors)
     if config.trials < 1:
         errors.append(f"trials: must be at least 1, got {config.trials}")
     if config.max_concurrent < 0:
@@ -455,6 +472,27 @@ def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
         errors.append("decoding: num_beams and max_new_tokens must be at least 1")
     for i, point in enumerate(config.first):
         _check_first(point, f"first[{i}]", config, errors)
+
+
+def _check_scheduler(config: SweepConfig, errors: list[str]) -> None:
+    scheduler = config.scheduler
+    if scheduler.name not in SCHEDULERS:
+        errors.append(f"scheduler.name: unknown scheduler {scheduler.name!r} (one of {SCHEDULERS})")
+    if scheduler.reduction_factor <= 1:
+        errors.append(
+            f"scheduler.reduction_factor: must be more than 1, got {scheduler.reduction_factor}"
+        )
+    if scheduler.min_peers < 1:
+        errors.append(f"scheduler.min_peers: must be at least 1, got {scheduler.min_peers}")
+    if (
+        scheduler.name == "pareto"
+        and config.train is not None
+        and param_values(config.train.eval_every) == [0]
+    ):
+        errors.append(
+            "scheduler.name: pareto stops trials at intermediate evaluations; "
+            "set train.eval_every above 0"
+        )
 
 
 def _check_layers(layers: LayerSpaceConfig, errors: list[str]) -> None:
@@ -476,8 +514,15 @@ def _check_layers(layers: LayerSpaceConfig, errors: list[str]) -> None:
 
 
 def _check_train(train: TrainSpaceConfig, errors: list[str]) -> None:
-    positive = ("learning_rate", "batch_size", "gradient_accumulation_steps")
-    non_negative = ("max_steps", "epochs", "warmup_ratio", "weight_decay", "label_smoothing")
+    positive = ("learning_rate", "batch_size", "gradient_accumulation_steps", "distill_temperature")
+    non_negative = (
+        "max_steps",
+        "epochs",
+        "warmup_ratio",
+        "weight_decay",
+        "label_smoothing",
+        "distill",
+    )
     integers = ("max_steps", "batch_size", "gradient_accumulation_steps", "seed", "eval_every")
     for name in positive + non_negative + integers:
         param = getattr(train, name)
@@ -493,9 +538,13 @@ def _check_train(train: TrainSpaceConfig, errors: list[str]) -> None:
             errors.append(f"{where}: must be more than 0, got {min(bounds)}")
         if name in non_negative and min(bounds) < 0:
             errors.append(f"{where}: must be 0 or more, got {min(bounds)}")
-    for name in ("warmup_ratio", "label_smoothing"):
+    for name in ("warmup_ratio", "label_smoothing", "distill"):
         values = param_values(getattr(train, name)) or [getattr(train, name).high]
-        if all(isinstance(v, (int, float)) for v in values) and max(values) >= 1:
+        if not all(isinstance(v, (int, float)) for v in values):
+            continue
+        if name == "distill" and max(values) > 1:
+            errors.append(f"train.distill: must be at most 1, got {max(values)}")
+        elif name != "distill" and max(values) >= 1:
             errors.append(f"train.{name}: must be below 1, got {max(values)}")
     steps, epochs = param_values(train.max_steps), param_values(train.epochs)
     if steps == [0] and epochs == [0.0]:

@@ -121,6 +121,32 @@ def knee(values: np.ndarray | Sequence[Sequence[float]], modes: Sequence[str]) -
     return int(tied[_lexicographic_best(loss[tied])])
 
 
+def dominated_share(
+    point: Sequence[float],
+    peers: np.ndarray | Sequence[Sequence[float]],
+    modes: Sequence[str],
+) -> float:
+    """The fraction of `peers` that dominate `point` (0.0 without peers).
+
+    The early-stopping rule's measure: a trial whose intermediate point most others beat in
+    every objective at the same step is unlikely to end on the front.
+
+    Args:
+        point: One row of objective values.
+        peers: Other rows, shape (n_peers, n_objectives).
+        modes: "max" or "min" per objective column.
+
+    Raises:
+        ValueError: If the inputs are malformed as for `pareto_front`.
+    """
+    loss = _to_loss(peers, modes)
+    if len(loss) == 0:
+        return 0.0
+    row = _to_loss([point], modes)[0]
+    dominating = np.all(loss <= row, axis=1) & np.any(loss < row, axis=1)
+    return float(dominating.mean())
+
+
 def front_table(
     rows: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]]
 ) -> list[dict[str, Any]]:

@@ -216,6 +216,8 @@ def _tune(
     import ray
     from ray import tune
 
+    from search.early_stopping import make_scheduler
+
     if not ray.is_initialized():
         ray.init(
             address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
@@ -239,6 +241,7 @@ def _tune(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=_searcher(config, prepared, callback.sweep, paths),
+                scheduler=make_scheduler(config.scheduler, config.objectives),
                 num_samples=config.trials,
                 # Without a limit Tune lets a searcher have one trial pending at a time, so
                 # the other slots idle while that trial's worker starts.
@@ -283,9 +286,9 @@ def _quiet_libraries() -> None:
 
 
 def _searcher(config: SweepConfig, prepared: Prepared, sweep: str, paths: SweepPaths) -> Any:
-    from ray.tune.search.optuna import OptunaSearch
+    from search.early_stopping import StoppingOptunaSearch
 
-    return OptunaSearch(
+    return StoppingOptunaSearch(
         space=functools.partial(suggest, config=config, parent_layers=prepared.parent_layers),
         metric=[o.metric for o in config.objectives],
         mode=[o.mode for o in config.objectives],
@@ -393,6 +396,12 @@ class TrackingCallback(_tune_base("Callback")):
         if trial.trial_id in self.finished_before:
             return
         run_id = self._run(trial)
+        result = trial.last_result or {}
+        if not result.get("final"):  # stopped early by the scheduler, or by the sweep's end
+            self.tracker.client.set_tag(run_id, "stopped_at_step", int(result.get("step", 0)))
+            self.tracker.end_trial(run_id, "stopped")
+            self._after(trial, "stopped", f"early, at step {result.get('step', 0)}")
+            return
         if trial.checkpoint is not None:
             self.tracker.client.set_tag(run_id, "checkpoint", trial.checkpoint.path)
         self.tracker.end_trial(run_id, "finished")
@@ -411,7 +420,7 @@ class TrackingCallback(_tune_base("Callback")):
 
     def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
         rows, hv = update_front(self.tracker, self.config, self.parent_params)
-        done = len(self.tracker.trial_rows("finished")) + len(self.tracker.trial_rows("failed"))
+        done = sum(len(self.tracker.trial_rows(o)) for o in ("finished", "failed", "stopped"))
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
         line = f"[{done}/{self.config.trials}] trial {trial.trial_id} {outcome} in {seconds:.0f}s"
         if outcome == "finished":

@@ -16,6 +16,7 @@ from trainables.data import TokenizedData, TokenRows, load_splits, tokenize_spli
 from trainables.rouge import ROUGE_TYPES
 from trainables.train import (
     NonFiniteLossError,
+    distillation_loss,
     eval_loss,
     evaluate_model,
     fine_tune,
@@ -23,6 +24,7 @@ from trainables.train import (
     length_batches,
     make_batch,
     precision_for,
+    seq2seq_loss,
     total_steps,
 )
 
@@ -194,6 +196,50 @@ def test_intermediate_evaluation_every_n_steps(model, data):
                   evaluate_at=evaluate_at)  # fmt: skip
     assert calls == [5, 10]
     assert stats.steps == 12
+
+
+# --- Distillation --------------------------------------------------------------------------
+
+
+def first_batch(data: TokenizedData, n: int = 8) -> dict[str, torch.Tensor]:
+    rows = range(n)
+    return make_batch(
+        [data.train_input_ids[i] for i in rows],
+        [data.train_labels[i] for i in rows],
+        pad_token_id=0,
+        device=torch.device("cpu"),
+    )
+
+
+def test_distillation_loss_mixes_labels_and_the_teachers_soft_targets(t5_dir, model, data):
+    batch = first_batch(data)
+    teacher = scrambled(AutoModelForSeq2SeqLM.from_pretrained(t5_dir))
+    hard = seq2seq_loss(model, batch).item()
+    no_teacher = TrainConfig(distill=0.0)
+    assert distillation_loss(model, teacher, batch, no_teacher).item() == pytest.approx(hard)
+    # A student identical to its teacher has nothing to learn from it: the KL term is 0.
+    only_soft = TrainConfig(distill=1.0, distill_temperature=3.0)
+    assert distillation_loss(model, model, batch, only_soft).item() == pytest.approx(0, abs=1e-5)
+    soft = distillation_loss(model, teacher, batch, only_soft).item()
+    half = distillation_loss(model, teacher, batch, TrainConfig(distill=0.5, distill_temperature=3))
+    assert soft > 0.01
+    assert half.item() == pytest.approx(0.5 * hard + 0.5 * soft, rel=1e-5)
+
+
+def test_distilled_student_moves_toward_its_teacher(t5_dir, model, data):
+    teacher = scrambled(AutoModelForSeq2SeqLM.from_pretrained(t5_dir))
+    teacher_before = [p.clone() for p in teacher.parameters()]
+    config = TrainConfig(learning_rate=1e-2, max_steps=15, batch_size=16, distill=1.0)
+    batch = first_batch(data)
+    before = distillation_loss(model, teacher, batch, config).item()
+    train(model, data, config, teacher=teacher)
+    assert distillation_loss(model, teacher, batch, config).item() < 0.8 * before
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), teacher_before, strict=True))
+
+
+def test_distillation_without_a_teacher_is_an_error(model, data):
+    with pytest.raises(ValueError, match="no teacher"):
+        train(model, data, TrainConfig(max_steps=1, distill=0.5))
 
 
 def test_threads_are_set_on_cpu(model, data):

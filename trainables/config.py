@@ -17,6 +17,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     gradient_accumulation_steps: int = 1
     label_smoothing: float = 0.0
+    distill: float = 0.0  # weight of the base model's soft targets in the loss; 0 = plain SFT
+    distill_temperature: float = 2.0
     seed: int = 0
     eval_every: int = 0  # steps between intermediate evaluations; 0 = only at the end
 

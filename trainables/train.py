@@ -178,6 +178,7 @@ def fine_tune(
     on_step: Callable[[int, float], None] | None = None,
     evaluate_at: Callable[[int], None] | None = None,
     threads: int | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> TrainStats:
     """Fine-tune `model` in place on the training split.
 
@@ -196,6 +197,8 @@ def fine_tune(
         evaluate_at: Called with the step every `config.eval_every` steps, except after
             the last (the caller evaluates the final model); its time is not training time.
         threads: CPU threads for torch (`torch.set_num_threads`); ignored on a GPU.
+        teacher: The model whose soft targets `config.distill` weighs in (the unshrunk base
+            model); it is not trained.
 
     Returns:
         Steps, examples, throughput and losses of the run.
@@ -203,14 +206,19 @@ def fine_tune(
     Raises:
         NonFiniteLossError: A step's loss is NaN or infinite; raised before that step
             updates the weights.
-        ValueError: `max_steps` and `epochs` are both 0.
+        ValueError: `max_steps` and `epochs` are both 0, or `config.distill` is set without
+            a teacher.
     """
     steps = total_steps(config, len(data.train_input_ids))
     if steps < 1:
         raise ValueError("nothing to train: max_steps and epochs are both 0")
+    if config.distill > 0 and teacher is None:
+        raise ValueError("train.distill is set but no teacher was given")
     accelerator = _accelerator(threads)
     torch.manual_seed(config.seed)
     model = accelerator.prepare(model)
+    if config.distill > 0:
+        teacher = accelerator.prepare_model(teacher, evaluation_mode=True).eval()
     optimizer = _optimizer(model, config, accelerator.device)
     warmup = math.ceil(config.warmup_ratio * steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, steps)
@@ -223,7 +231,9 @@ def fine_tune(
     start = time.perf_counter()
     for step in range(1, steps + 1):
         indices = [next(batches) for _ in range(config.gradient_accumulation_steps)]
-        loss = _accumulate_gradients(model, data, indices, config, pad_token_id, accelerator)
+        loss = _accumulate_gradients(
+            model, data, indices, config, pad_token_id, accelerator, teacher
+        )
         if not math.isfinite(loss):
             raise NonFiniteLossError(step, loss)
         accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
@@ -261,6 +271,7 @@ def _accumulate_gradients(
     config: TrainConfig,
     pad_token_id: int,
     accelerator: Any,
+    teacher: torch.nn.Module | None,
 ) -> float:
     """Backpropagate one optimizer step's micro-batches; return their mean loss.
 
@@ -274,7 +285,10 @@ def _accumulate_gradients(
             pad_token_id,
             accelerator.device,
         )
-        loss = seq2seq_loss(model, batch, config.label_smoothing)
+        if config.distill > 0:
+            loss = distillation_loss(model, teacher, batch, config)
+        else:
+            loss = seq2seq_loss(model, batch, config.label_smoothing)
         accelerator.backward(loss / len(micro_batches))
         total += loss.detach()
     return total.item() / len(micro_batches)
@@ -302,13 +316,56 @@ def seq2seq_loss(
     Returns:
         A scalar tensor.
     """
+    return _cross_entropy(_logits(model, batch), batch["labels"], label_smoothing)
+
+
+def distillation_loss(
+    model: torch.nn.Module,
+    teacher: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    config: TrainConfig,
+) -> torch.Tensor:
+    """Cross-entropy on the labels mixed with the teacher's softened predictions.
+
+    `(1 - distill) * CE + distill * T^2 * KL(teacher_T || student_T)` over the label tokens,
+    with T the `distill_temperature` (Hinton et al. 2015; the KD variant of Shleifer & Rush
+    2020, whose teacher is the unshrunk model). T^2 keeps the gradient scale independent of T.
+
+    Args:
+        model: The student.
+        teacher: The unshrunk model; run without gradients.
+        batch: From `make_batch`, with labels.
+        config: `distill`, `distill_temperature` and `label_smoothing` are used.
+
+    Returns:
+        A scalar tensor.
+    """
+    with torch.no_grad():
+        teacher_logits = _logits(teacher, batch).float()
+    logits = _logits(model, batch)
     labels = batch["labels"]
-    logits = model(
+    hard = _cross_entropy(logits, labels, config.label_smoothing)
+    t = config.distill_temperature
+    keep = labels.flatten() != -100
+    student_log_p = F.log_softmax(logits.flatten(0, 1)[keep].float() / t, dim=-1)
+    teacher_log_p = F.log_softmax(teacher_logits.flatten(0, 1)[keep] / t, dim=-1)
+    soft = F.kl_div(student_log_p, teacher_log_p, log_target=True, reduction="batchmean")
+    return (1 - config.distill) * hard + config.distill * t * t * soft
+
+
+def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    labels = batch["labels"]
+    return model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         decoder_input_ids=_unwrap(model).prepare_decoder_input_ids_from_labels(labels=labels),
         use_cache=False,
     ).logits
+
+
+def _cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float
+) -> torch.Tensor:
     # float(): under fp16/bf16 the softmax over the vocabulary needs full precision.
     return F.cross_entropy(
         logits.flatten(0, 1).float(),

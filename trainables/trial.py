@@ -8,6 +8,7 @@ filesystem and each gets a private, writable copy.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import tempfile
@@ -185,6 +186,7 @@ def run_trial(
 
     with tempfile.TemporaryDirectory() as tmp:
         parent, tokenizer = load_base(str(base.unpack(Path(tmp))))
+    teacher = copy.deepcopy(parent) if config.train.distill > 0 else None
     student = shrink(parent, config.encoder_layers, config.decoder_layers)
     del parent
     counts = count_parameters(student)
@@ -202,7 +204,9 @@ def run_trial(
         pad_token_id=tokenizer.pad_token_id,
         evaluate_at=evaluate_at if config.train.eval_every else None,
         threads=threads,
+        teacher=teacher,
     )
+    del teacher
     metrics = evaluate_model(student, tokenizer, data, decoding)
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:  # an Optuna trial told NaN stays "running" forever: fail it instead

@@ -1,0 +1,79 @@
+"""Early stopping that is sound for several objectives, as a Ray Tune scheduler.
+
+Ray's ASHA ranks trials by one scalar; ROUGE against parameter count has no single order. In
+the spirit of MO-ASHA (Schmucker et al. 2021), a trial's intermediate point (the objectives it
+reports at an evaluation step) is compared with the points other trials reported at the same
+step: when more than `1 - 1/reduction_factor` of them dominate it (better or equal in every
+objective, better in one), it is unlikely to end on the Pareto front, and it stops. A small
+model is never stopped for being worse than a bigger one, only for being beaten by models at
+least as small. The rule itself is `search.pareto.dominated_share`; this module adapts it to Tune.
+
+Imported only when a sweep runs, since it imports Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search.config import ObjectiveConfig, SchedulerConfig
+from search.pareto import dominated_share
+
+
+class ParetoStopping(FIFOScheduler):
+    """Stops a trial whose intermediate point most peers at the same step dominate."""
+
+    def __init__(self, config: SchedulerConfig, objectives: tuple[ObjectiveConfig, ...]) -> None:
+        super().__init__()
+        self.metrics = [o.metric for o in objectives]
+        self.modes = [o.mode for o in objectives]
+        self.threshold = 1 - 1 / config.reduction_factor
+        self.min_peers = config.min_peers
+        self.rungs: dict[int, dict[str, list[float]]] = {}  # step -> trial id -> point
+        self.stopped: dict[str, int] = {}  # trial id -> the step it was stopped at
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if result.get("final") or "step" not in result:
+            return TrialScheduler.CONTINUE
+        if any(result.get(m) is None for m in self.metrics):
+            return TrialScheduler.CONTINUE
+        step = int(result["step"])
+        point = [float(result[m]) for m in self.metrics]
+        rung = self.rungs.setdefault(step, {})
+        peers = [p for trial_id, p in rung.items() if trial_id != trial.trial_id]
+        rung[trial.trial_id] = point
+        if len(peers) < self.min_peers:
+            return TrialScheduler.CONTINUE
+        if dominated_share(point, peers, self.modes) > self.threshold:
+            self.stopped[trial.trial_id] = step
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        return f"ParetoStopping: {len(self.stopped)} stopped early"
+
+
+class StoppingOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, telling Optuna that a trial stopped early was pruned.
+
+    Ray hands the searcher a stopped trial's last intermediate result, which OptunaSearch
+    would record as the trial's final values; with several objectives it cannot even tell a
+    missing value from a real one. A result without the trial's `final` mark is not final, so
+    the Optuna trial is marked PRUNED instead, as Optuna's own pruners do.
+    """
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if result is not None and not error and not result.get("final"):
+            result = None
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def make_scheduler(config: SchedulerConfig, objectives: tuple[ObjectiveConfig, ...]) -> Any:
+    """The Tune scheduler named in `space.yaml`: FIFO (none) or Pareto early stopping."""
+    if config.name == "pareto":
+        return ParetoStopping(config, objectives)
+    return FIFOScheduler()
