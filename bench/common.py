@@ -1,0 +1,79 @@
+"""What the benchmarks share: the default sweep's inputs, and trials run without Ray or MLflow."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from search.config import SweepConfig, load_config, param_values
+from search.preflight import Prepared, prepare
+from search.space import plan
+from trainables.config import TrialConfig
+from trainables.trial import TrialResult, run_trial
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SPACE = REPO / "space.yaml"
+
+
+def fixed_train_values(config: SweepConfig) -> dict[str, Any]:
+    """The sweep's training settings, each as its single value.
+
+    Raises:
+        ValueError: a training setting is searched, so a table of layer counts would mix budgets.
+    """
+    values = {}
+    for name, param in vars(config.train).items():
+        options = param_values(param)
+        if options is None or len(options) != 1:
+            raise ValueError(f"train.{name} is searched; fix it for a benchmark")
+        values[name] = options[0]
+    return values
+
+
+def trial_config(
+    config: SweepConfig, prepared: Prepared, encoder: int, decoder: int, strategy: str = "sft"
+) -> TrialConfig:
+    """The trial the sweep would run for this many layers a side."""
+    values = {"strategy": strategy, "encoder": encoder, "decoder": decoder}
+    return plan({**fixed_train_values(config), **values}, prepared.parent_layers)
+
+
+def run_plain(config: SweepConfig, prepared: Prepared, trial: TrialConfig) -> TrialResult:
+    """One trial as a plain function call: no Ray, no MLflow, the model saved to a temp dir."""
+    threads = max(1, int(config.resources.cpus))
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_trial(
+            trial,
+            prepared.base,
+            prepared.data,
+            config.decoding,
+            save_dir=Path(tmp) / "model",
+            threads=threads,
+        )
+
+
+def prepare_default(space: Path = DEFAULT_SPACE, overrides: list[str] = ()) -> tuple:
+    """Load `space` and prepare its model and data once; returns (config, prepared, seconds)."""
+    start = time.perf_counter()
+    config = load_config(space, list(overrides))
+    return config, prepare(config), time.perf_counter() - start
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one row, writing the header first into a new file (so a run can resume)."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

@@ -1,0 +1,80 @@
+"""Does Pareto early stopping save compute without losing the front?
+
+Two sweeps of the demo teacher with the same trials, seeds and sampler: one runs every trial to
+the end (`scheduler.name=fifo`), the other stops trials whose intermediate point most others
+dominate (`scheduler.name=pareto`). Compute is trial-seconds (the summed wall time of the trial
+runs in MLflow); quality is the hypervolume of the final front. Both are printed as ratios,
+pareto over fifo.
+
+    python -m bench.early_stopping                    # 8 trials, evaluations every 125 steps
+    python -m bench.early_stopping --trials 12 --set train.eval_every=100
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from bench.common import DEFAULT_SPACE, REPO
+
+DEFAULTS = ["train.eval_every=125"]
+
+
+def run_sweep(space: Path, scheduler: str, trials: int, overrides: list[str]) -> dict:
+    """One sweep in a fresh store; its trial-seconds, hypervolume, outcomes and wall time."""
+    with tempfile.TemporaryDirectory() as store:
+        sets = [*overrides, f"scheduler.name={scheduler}", f"trials={trials}"]
+        command = [sys.executable, "-m", "search.cli", "run", str(space), "--store", store]
+        command += [arg for s in sets for arg in ("--set", s)]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        return {"wall": wall, **_sweep_record(Path(store))}
+
+
+def _sweep_record(store: Path) -> dict:
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if r.data.tags.get("shrink_sweep.kind") == "sweep")
+    trials = [r for r in runs if r.data.tags.get("shrink_sweep.kind") == "trial"]
+    seconds = sum((r.info.end_time - r.info.start_time) / 1000 for r in trials)
+    outcomes = [r.data.tags.get("shrink_sweep.outcome") for r in trials]
+    return {
+        "trial_seconds": seconds,
+        "hypervolume": parent.data.metrics["hypervolume"],
+        "front_size": int(parent.data.metrics["front_size"]),
+        "stopped": outcomes.count("stopped"),
+        "finished": outcomes.count("finished"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", type=Path, default=DEFAULT_SPACE)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--set", action="append", dest="overrides", help="default: " + DEFAULTS[0])
+    args = parser.parse_args(argv)
+    overrides = args.overrides or DEFAULTS
+    print(f"{args.trials} trials each; settings {overrides}", flush=True)
+    results = {}
+    for scheduler in ("fifo", "pareto"):
+        results[scheduler] = result = run_sweep(args.space, scheduler, args.trials, overrides)
+        print(
+            f"{scheduler:6}: {result['trial_seconds']:7.0f} trial-s, wall {result['wall']:5.0f} s,"
+            f" hypervolume {result['hypervolume']:.4g}, front {result['front_size']},"
+            f" {result['finished']} finished, {result['stopped']} stopped",
+            flush=True,
+        )
+    fifo, pareto = results["fifo"], results["pareto"]
+    print(f"trial-seconds pareto/fifo = {pareto['trial_seconds'] / fifo['trial_seconds']:.3f}")
+    print(f"hypervolume   pareto/fifo = {pareto['hypervolume'] / fifo['hypervolume']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
