@@ -1,0 +1,73 @@
+"""The benchmarks' own logic, on made-up tables: what bench/search.py computes must be right
+before its ratios mean anything."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import pytest
+
+from bench.common import append_row, fixed_train_values, read_rows
+from bench.search import compare, load_table, search_hypervolume
+from search.config import Fixed, config_from_dict
+from search.pareto import hypervolume
+
+# Every student of a 3+3 teacher: ROUGE-L grows with layers, parameters too.
+TABLE = {
+    (e, d): (10.0 * e + 5.0 * d, 100.0 + 20 * e + 30 * d) for e in (1, 2, 3) for d in (1, 2, 3)
+}
+
+
+def space(**changes):
+    raw = {
+        "model": "unused",
+        "data": {"files": {"train": "unused.jsonl"}},
+        "layers": {"encoder": {"low": 1, "high": 3}, "decoder": {"low": 1, "high": 3}},
+    }
+    return config_from_dict({**raw, **changes})
+
+
+def test_a_long_search_reaches_the_whole_tables_hypervolume_and_a_short_one_does_not():
+    config = space(sampler={"name": "random", "seed": 0})
+    reference = [0.0, TABLE[(3, 3)][1]]
+    whole = hypervolume(list(TABLE.values()), ["max", "min"], reference)
+    assert search_hypervolume(config, TABLE, trials=80) == pytest.approx(whole)
+    assert 0 < search_hypervolume(config, TABLE, trials=2) < whole
+
+
+def test_first_points_are_tried_first():
+    # The full model alone is as big as the reference point: it adds no hypervolume.
+    config = space(first=[{"encoder": 3, "decoder": 3}])
+    assert search_hypervolume(config, TABLE, trials=1) == 0.0
+    config = space(first=[{"encoder": 1, "decoder": 1}])
+    rouge, params = TABLE[(1, 1)]
+    expected = rouge * (TABLE[(3, 3)][1] - params)
+    assert search_hypervolume(config, TABLE, trials=1) == pytest.approx(expected)
+
+
+def test_compare_runs_both_samplers_with_the_same_seeds():
+    means = compare(space(sampler={"name": "tpe", "seed": 0}), TABLE, trials=4, seeds=3)
+    assert set(means) == {"tpe", "random"}
+    # TPE samples at random until its startup trials are done: alike for 4 trials.
+    assert means["tpe"] == pytest.approx(means["random"])
+
+
+def test_tables_round_trip_and_an_empty_table_says_how_to_make_one(tmp_path):
+    path = tmp_path / "table.csv"
+    with pytest.raises(SystemExit, match=r"bench\.layer_table"):
+        load_table(path)
+    for (e, d), (rouge, params) in TABLE.items():
+        append_row(path, {"encoder": e, "decoder": d, "strategy": "sft", "rougeL": rouge,
+                          "params": params})  # fmt: skip
+    assert len(read_rows(path)) == 9
+    assert load_table(path) == (TABLE, "sft")
+    assert next(csv.reader(path.open())) == ["encoder", "decoder", "strategy", "rougeL", "params"]
+
+
+def test_benchmarks_refuse_a_searched_training_setting():
+    config = space(train={"learning_rate": [1e-3, 1e-4]})
+    with pytest.raises(ValueError, match=r"train\.learning_rate is searched"):
+        fixed_train_values(config)
+    fixed = replace(config, train=replace(config.train, learning_rate=Fixed(1e-3)))
+    assert fixed_train_values(fixed)["learning_rate"] == 1e-3
