@@ -389,8 +389,9 @@ class TrackingCallback(_tune_base("Callback")):
         run_id = self._run(trial)
         metrics = {k: result[k] for k in TRIAL_METRICS if k in result}
         self.tracker.log_trial_metrics(run_id, metrics, step=int(result.get("step", 0)))
-        if result.get("node_ip"):
-            self.tracker.client.set_tag(run_id, "node_ip", result["node_ip"])
+        where = {k: str(result[k]) for k in ("node", "node_ip") if result.get(k)}
+        if where:  # node: the Ray node id the trial reports; one machine's nodes share an IP
+            self.tracker.set_trial_tags(run_id, where)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.finished_before:

@@ -197,6 +197,11 @@ class Tracker:
     def log_trial_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         self._log(run_id, metrics=metrics, step=step)
 
+    def set_trial_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def end_trial(self, run_id: str, outcome: str, error: str | None = None) -> None:
         if error:
             self.client.log_text(run_id, error, "error.txt")

@@ -237,11 +237,15 @@ def tune_trial(
 
     It lives here, not in `search/`, so that a trial worker imports only what a trial needs.
 
+    Every report carries `node`, the Ray node id: Ray's own `node_ip` is the same for every
+    node of one machine, so it cannot say where a trial ran.
+
     Args:
         finished: metrics of trials that MLflow records as finished, given when a sweep is
             resumed. Ray's experiment state is saved every few seconds, so a trial can finish
             after the last save and before a crash; it is replayed from its record, not rerun.
     """
+    import ray
     from ray import tune
 
     from search.space import plan
@@ -252,15 +256,20 @@ def tune_trial(
         return
     trial_config = plan(params, parent_layers)
     resources = tune.get_context().get_trial_resources().required_resources
+    node = ray.get_runtime_context().get_node_id()
+
+    def report(metrics: dict[str, float]) -> None:
+        tune.report({**metrics, "node": node})
+
     with tempfile.TemporaryDirectory() as tmp:
         result = run_trial(
             trial_config,
             base,
             data,
             decoding,
-            report=tune.report,
+            report=report,
             save_dir=Path(tmp) / "model",
             threads=max(1, int(resources.get("CPU", 1))),
         )
         checkpoint = tune.Checkpoint.from_directory(str(Path(tmp) / "model"))
-        tune.report({**result.metrics, "final": 1}, checkpoint=checkpoint)
+        tune.report({**result.metrics, "final": 1, "node": node}, checkpoint=checkpoint)
