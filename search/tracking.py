@@ -108,6 +108,8 @@ class Tracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
+        if _is_server(self.uri):  # it stores artifacts itself; a local path is this disk only
+            artifact_root = None
         location = (artifact_root / name).resolve().as_uri() if artifact_root else None
         return self.client.create_experiment(name, artifact_location=location)
 
@@ -162,9 +164,10 @@ class Tracker:
         self.client.log_text(self.sweep_run_id, text, name)
 
     def read_text(self, run_id: str, name: str) -> str:
-        from mlflow.artifacts import load_text
-
-        return load_text(f"{self.client.get_run(run_id).info.artifact_uri}/{name}")
+        # Through this client: a server's `mlflow-artifacts:` URIs resolve against the
+        # tracking URI, which --tracking-uri gives this client, not MLflow's global default.
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(self.client.download_artifacts(run_id, name, tmp)).read_text()
 
     # --- trial runs ------------------------------------------------------------------------
 
@@ -316,6 +319,10 @@ class Tracker:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name, description="Exported by shrink-sweep.")
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
 
 
 def _all_runs(client: Any, experiment_id: str, query: str) -> list[Any]:
