@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         sweep = None if args.resume == LATEST else args.resume
         summary = resume_sweep(config.name, sweep, **where)
     else:
-        summary = run_sweep(config, raw, **where)
+        summary = run_sweep(config, raw, **where, optuna_storage=args.optuna_storage)
     print(f"\nsweep {summary.sweep}: {summary.finished} finished, {summary.failed} failed")
     _print_front(summary.front, config)
     print(f"hypervolume {summary.hypervolume:.6g}")
@@ -245,10 +245,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)"
     )
-    p.add_argument(
+    once = p.add_mutually_exclusive_group()  # a resumed sweep keeps the study it began with
+    once.add_argument(
         "--resume", nargs="?", const=LATEST, metavar="SWEEP",
         help="continue an interrupted sweep (its run id or name; default the latest) with its own "
         "space.yaml: finished trials are kept, unfinished ones rerun",
+    )  # fmt: skip
+    once.add_argument(
+        "--optuna-storage", metavar="URL",
+        help="keep the Optuna study in this database, e.g. postgresql://user@host/optuna or "
+        "sqlite:////shared/optuna.db (default: optuna.db in the store)",
     )  # fmt: skip
     p.add_argument(
         "--max-failures", type=int, metavar="N",

@@ -26,7 +26,14 @@ from search.pareto import hypervolume, pareto_front
 from search.plot import pareto_figure, write_pareto_html
 from search.preflight import Prepared, check_resources, prepare
 from search.space import InfeasibleError, grid, plan, suggest
-from search.tracking import Tracker, check_store, resolve_uri, store_lock
+from search.tracking import (
+    Tracker,
+    check_store,
+    check_study_storage,
+    resolve_uri,
+    shown_url,
+    store_lock,
+)
 from trainables.trial import tune_trial
 
 SPACE_FILE = "space.yaml"  # the sweep's own configuration, kept on its parent run
@@ -40,6 +47,7 @@ class SweepPaths:
     """Where a sweep keeps its state; all under the local store directory by default."""
 
     store: Path
+    study: str | None = None  # an Optuna storage URL (--optuna-storage) instead of optuna.db
 
     @property
     def ray(self) -> Path:
@@ -51,7 +59,7 @@ class SweepPaths:
 
     @property
     def optuna_url(self) -> str:
-        return f"sqlite:///{self.store.resolve() / 'optuna.db'}"
+        return self.study or f"sqlite:///{self.store.resolve() / 'optuna.db'}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ def run_sweep(
     address: str | None = None,
     max_failures: int | None = None,
     progress: bool = True,
+    optuna_storage: str | None = None,
 ) -> SweepSummary:
     """Run a whole sweep and return its Pareto front.
 
@@ -88,21 +97,23 @@ def run_sweep(
         address: a Ray cluster to join (default: start a local one).
         max_failures: stop the sweep once this many trials failed (default: `failure_limit`).
         progress: print a line per finished trial.
+        optuna_storage: a database URL for the Optuna study (default: optuna.db in the store).
 
     Raises:
         ConfigError, DataError, ModelError, TrackingError: bad input, before any work.
     """
     _quiet_libraries()
-    paths = SweepPaths(store)
+    paths = SweepPaths(store, optuna_storage)
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
-    check_store(paths.optuna_url)
+    check_study_storage(paths.optuna_url)
     if not address:
         check_resources(config)  # a local Ray waits forever for a trial it cannot place
     prepared = prepare(config)
     sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tracker = Tracker(uri, config.name, paths.artifacts)
-    tracker.start_sweep(sweep, _sweep_params(config, prepared), {"base_model": config.model})
+    tags = {"base_model": config.model, "optuna_storage": shown_url(paths.optuna_url)}
+    tracker.start_sweep(sweep, _sweep_params(config, prepared), tags)
     tracker.log_sweep_text(yaml.safe_dump(raw if raw is not None else asdict(config)), SPACE_FILE)
     _echo(progress, f"sweep {sweep}: {config.trials} trials, tracking {uri}")
     limit = max_failures or failure_limit(config.trials)

@@ -2,6 +2,7 @@
 
 One parent run per sweep, one child run per trial nested under it (`mlflow.parentRunId`). The
 driver is the only writer: SQLite takes no concurrent writers and cluster nodes share no disk.
+The checks of the stores a sweep writes to (MLflow's and the Optuna study's) live here too.
 """
 
 from __future__ import annotations
@@ -64,12 +65,68 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"tracking server {uri} is unreachable: {reason}") from None
         return
     if uri.startswith("sqlite:///"):
-        _check_writable(Path(uri.removeprefix("sqlite:///")).parent, uri)
+        _check_writable(Path(uri.removeprefix("sqlite:///")).parent, f"tracking store {uri}")
     elif "://" not in uri or uri.startswith("file://"):
-        _check_writable(Path(uri.removeprefix("file://")), uri)
+        _check_writable(Path(uri.removeprefix("file://")), f"tracking store {uri}")
 
 
-def _check_writable(directory: Path, uri: str) -> None:
+def check_study_storage(url: str, timeout: int = 5) -> None:
+    """Fail fast, before any work, if Optuna cannot keep the sweep's study at `url`.
+
+    A SQLite file must be in a writable directory (the file itself is not created here); a
+    database server must answer, so that a cluster's shared study is known to work.
+
+    Args:
+        url: a SQLAlchemy database URL: `sqlite:///path/optuna.db`, `postgresql://host/db`...
+        timeout: seconds to wait for a database server.
+
+    Raises:
+        TrackingError: not a database URL, no driver installed for it, an unwritable SQLite
+            directory, or a server that does not answer (its password is never shown).
+    """
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    try:
+        parsed = sqlalchemy.make_url(url)
+    except ArgumentError:
+        raise TrackingError(
+            f"Optuna storage {url!r} is not a database URL "
+            "(e.g. sqlite:///optuna.db or postgresql://user@host/optuna)"
+        ) from None
+    what = f"Optuna storage {shown_url(url)}"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            _check_writable(Path(parsed.database).resolve().parent, what)
+        return
+    connect_args = {"connect_timeout": timeout} if backend in ("mysql", "postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(parsed, connect_args=connect_args)
+    except (ImportError, NoSuchModuleError) as err:
+        raise TrackingError(f"{what}: no database driver for it is installed ({err})") from None
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as err:
+        reason = (str(getattr(err, "orig", err)).strip().splitlines() or ["no answer"])[0]
+        raise TrackingError(f"{what} cannot be reached: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be printed or logged: without its password."""
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return sqlalchemy.make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _check_writable(directory: Path, what: str) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -77,9 +134,7 @@ def _check_writable(directory: Path, uri: str) -> None:
     except OSError as err:
         blocker = next((p for p in (directory, *directory.parents) if p.exists()), directory)
         reason = f"{blocker} is a file" if not blocker.is_dir() else err.strerror
-        raise TrackingError(
-            f"tracking store {uri}: {directory} is not writable ({reason})"
-        ) from None
+        raise TrackingError(f"{what}: {directory} is not writable ({reason})") from None
 
 
 def store_lock(url: str) -> Any:

@@ -300,8 +300,29 @@ CASES = [
         "is not writable ($MODELS/afile is a file)",
         args=("--tracking-uri", "file://$MODELS/afile/runs"),
     ),
+    # --- the Optuna study's storage ---------------------------------------------------------
+    case(
+        "optuna_storage_not_a_url",
+        "Optuna storage 'optuna.db' is not a database URL",
+        args=("--optuna-storage", "optuna.db"),
+    ),
+    case(
+        "optuna_storage_under_a_file",
+        "Optuna storage sqlite:///$MODELS/afile/optuna.db: $MODELS/afile is not writable",
+        args=("--optuna-storage", "sqlite:///$MODELS/afile/optuna.db"),
+    ),
+    case(
+        "optuna_storage_server_unusable",  # no driver installed, or (with one) nobody listening
+        "Optuna storage postgresql://shrink:***@127.0.0.1:$PORT/optuna",
+        args=("--optuna-storage", "postgresql://shrink:secret@127.0.0.1:$PORT/optuna"),
+    ),
+    case(
+        "optuna_storage_on_resume",
+        "argument --optuna-storage: not allowed with argument --resume",
+        args=("--resume", "--optuna-storage", "sqlite:///$TMP/optuna.db"),
+    ),
 ]
-SUBPROCESS_CASES = ("malformed_yaml", "decoder_only_gpt2")
+SUBPROCESS_CASES = ("malformed_yaml", "decoder_only_gpt2", "tracking_server_unreachable")
 
 
 # --- fixtures --------------------------------------------------------------------------------
