@@ -1,0 +1,304 @@
+"""Scale out (issue 6): a sweep on a two-node Ray cluster, and a sweep tracked by an MLflow
+server over HTTP with its Optuna study in a database named by URL.
+
+Every process a test starts (two Ray nodes, an MLflow server) leads its own process group on
+127.0.0.1 ports the OS handed out, and the fixture ends exactly that group, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from test_sweep import shrink_sweep, sweep_runs, write_space
+
+from search.tracking import Tracker
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+STARTUP = 240  # seconds for a node or a server to come up on a busy 2-core machine
+# A node's ports with fixed defaults, on which two Rays of one machine would collide.
+NODE_PORTS = (
+    "dashboard-agent-listen",
+    "dashboard-agent-grpc",
+    "runtime-env-agent",
+    "metrics-export",
+)
+
+# Run by a fresh Python: connect to the cluster, wait until both nodes are alive, and print
+# {node id: is the head}. The test process itself never connects to Ray.
+_LIST_NODES = """
+import json, sys, time
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    if len(alive) == 2 or time.monotonic() > deadline:
+        break
+    time.sleep(1)
+print(json.dumps({n["NodeID"]: "node:__internal_head__" in n["Resources"] for n in alive}))
+"""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str
+    head: str  # the Ray node ids
+    other: str
+
+
+@dataclass(frozen=True)
+class Server:
+    uri: str
+    artifacts: Path  # the server's --artifacts-destination
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_group(argv: list[str], log: Path, **env: str) -> subprocess.Popen:
+    """Start `argv` as the leader of a new process group, its output going to `log`."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,
+        )
+
+
+def stop_group(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """End the process group `process` leads: SIGTERM, then SIGKILL what is left.
+
+    The leader is reaped last, so its id (the group's id) cannot be reused meanwhile.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and group_members(process.pid):
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The live (not zombie) processes of a process group."""
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+    return members
+
+
+def start_ray_node(temp_dir: Path, *args: str) -> subprocess.Popen:
+    """`ray start --block` with one CPU, its own temp dir and every fixed-default port free."""
+    argv = [
+        "ray", "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+        f"--temp-dir={temp_dir}", "--disable-usage-stats", "--object-store-memory=200000000",
+        *(f"--{name}-port={free_port()}" for name in NODE_PORTS), *args,
+    ]  # fmt: skip
+    return start_group(argv, temp_dir.with_suffix(".log"))
+
+
+def alive_nodes(address: str) -> dict[str, bool]:
+    done = subprocess.run(
+        [sys.executable, "-c", _LIST_NODES, address, str(STARTUP)],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP + 120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """A head and a second node on 127.0.0.1, one CPU each, with a token of their own.
+
+    The token is in the environment, which the sweep's subprocess inherits: Ray then neither
+    creates nor needs ~/.ray/auth_token.
+    """
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    root = Path(tempfile.mkdtemp(prefix="shrink-ray-"))  # short: Ray's socket paths are bounded
+    address = f"127.0.0.1:{free_port()}"
+    nodes = []
+    try:
+        head_args = ("--head", f"--port={address.split(':')[1]}", "--include-dashboard=false")
+        nodes.append(start_ray_node(root / "head", *head_args, f"--dashboard-port={free_port()}"))
+        nodes.append(start_ray_node(root / "node", f"--address={address}"))
+        nodes_alive = alive_nodes(address)
+        assert sorted(nodes_alive.values()) == [False, True], (root / "node.log").read_text()
+        head = next(node for node, is_head in nodes_alive.items() if is_head)
+        other = next(node for node, is_head in nodes_alive.items() if not is_head)
+        yield Cluster(address, head, other)
+    finally:
+        for node in reversed(nodes):
+            stop_group(node)
+        leftovers = [p.pid for node in nodes for p in group_members(node.pid)]
+        shutil.rmtree(root, ignore_errors=True)
+    assert leftovers == []
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[Server]:
+    """`mlflow server` on a free 127.0.0.1 port, with SQLite runs and proxied artifacts."""
+    root = tmp_path / "server"
+    root.mkdir()
+    uri = f"http://127.0.0.1:{free_port()}"
+    argv = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+        "--port", uri.rsplit(":", 1)[1], "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+    ]  # fmt: skip
+    # No background job runners (seven processes): the tests need runs and artifacts only.
+    server = start_group(argv, root / "server.log", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    try:
+        wait_until_healthy(uri, server, root / "server.log")
+        yield Server(uri, root / "artifacts")
+    finally:
+        stop_group(server)
+    assert group_members(server.pid) == []
+
+
+def wait_until_healthy(uri: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log.read_text()[-3000:]
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(f"{uri}/health", timeout=5) as reply,
+        ):
+            if reply.status == 200:
+                return
+        time.sleep(1)
+    raise AssertionError(f"no healthy MLflow server at {uri}: {log.read_text()[-3000:]}")
+
+
+# --- a cluster -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_trials_run_on_both_nodes_of_a_cluster(
+    tmp_path: Path, tiny_t5_path: Path, ray_cluster: Cluster
+) -> None:
+    """With one CPU per node and per trial, two trials at a time run on different nodes."""
+    # Trials long enough that the second starts while the first still holds its node.
+    train = {"learning_rate": 1.0e-2, "max_steps": 60, "batch_size": 8, "eval_every": 30}
+    space = write_space(
+        tmp_path, tiny_t5_path, trials=4, resources={"cpus": 1}, train=train, keep_weights="all"
+    )
+    done = shrink_sweep("run", str(space), "--address", ray_cluster.address, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    store = tmp_path / "mlflow"
+    client, parent, children = sweep_runs(store)
+    assert parent.info.status == "FINISHED"
+    assert [c.info.status for c in children] == ["FINISHED"] * 4
+    nodes = Counter(c.data.tags["node"] for c in children)
+    assert set(nodes) == {ray_cluster.head, ray_cluster.other}, nodes
+    # Why the node id: both nodes of one machine report the same node_ip.
+    assert len({c.data.tags["node_ip"] for c in children}) == 1
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "rougeL")
+        assert sorted(m.step for m in history) == [30, 60]
+        assert child.data.metrics["params"] > 0
+        # The weights came back to the driver's store, from either node.
+        checkpoint = Path(child.data.tags["checkpoint"])
+        assert checkpoint.is_relative_to((store / "ray").resolve())
+        assert (checkpoint / "model.safetensors").stat().st_size > 0
+
+    study = optuna.load_study(
+        study_name=parent.info.run_name, storage=f"sqlite:///{store / 'optuna.db'}"
+    )
+    assert [t.state for t in study.trials] == [COMPLETE] * 4
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.csv", "pareto.html"} <= artifacts
+
+
+# --- an MLflow server ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_sweep_tracked_by_a_server_with_its_study_in_a_database(
+    tmp_path: Path, tiny_t5_path: Path, mlflow_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    space = write_space(tmp_path, tiny_t5_path)
+    study_url = f"sqlite:///{tmp_path / 'shared' / 'optuna.db'}"
+    store = tmp_path / "store"
+    where = ("--tracking-uri", mlflow_server.uri, "--store", str(store))
+    done = shrink_sweep("run", str(space), *where, "--optuna-storage", study_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags["shrink_sweep.kind"] == "sweep"]
+    children = [r for r in runs if r.data.tags["shrink_sweep.kind"] == "trial"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["optuna_storage"] == study_url
+    assert [c.info.status for c in children] == ["FINISHED"] * 2
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert 0 <= child.data.metrics["rougeL"] <= 100
+        assert child.data.metrics["params"] > 0
+        history = client.get_metric_history(child.info.run_id, "rougeL")
+        assert sorted(m.step for m in history) == [4, 8]
+
+    # The artifacts went through the server to its destination, not to the driver's disk.
+    artifacts = {a.path: a for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.csv", "pareto.html", "space.yaml"} <= set(artifacts)
+    table = client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
+    assert sorted(r["trial"] for r in rows) == sorted(
+        c.data.tags["shrink_sweep.trial_id"] for c in children
+    )
+    assert len(list(mlflow_server.artifacts.rglob("pareto.html"))) == 1
+    assert not (store / "artifacts").exists() and not (store / "mlflow.db").exists()
+
+    # The study is in the named database, not in the store.
+    study = optuna.load_study(study_name=parent.info.run_name, storage=study_url)
+    assert [t.state for t in study.trials] == [COMPLETE] * 2
+    assert not (store / "optuna.db").exists()
+
+    # What resuming reads (the sweep's own space.yaml) and `pareto` come back from the server.
+    tracker = Tracker(mlflow_server.uri, "tiny")
+    stored = yaml.safe_load(tracker.read_text(parent.info.run_id, "space.yaml"))
+    assert stored == yaml.safe_load(space.read_text())
+    plot = ("--plot", "front.html")
+    shown = shrink_sweep("pareto", "--space", str(space), *where, *plot, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert (tmp_path / "front.html").stat().st_size == artifacts["pareto.html"].file_size
