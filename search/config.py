@@ -158,6 +158,7 @@ class DecodingConfig:
 class SamplerConfig:
     name: str = "tpe"
     seed: int = 0
+    startup_trials: int = 10  # tpe: trials sampled at random before it models the results
 
 
 @dataclass(frozen=True)
@@ -451,6 +452,10 @@ def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
             errors.append(f"reference_point.{metric}: not one of the objectives")
     if config.sampler.name not in SAMPLERS:
         errors.append(f"sampler.name: unknown sampler {config.sampler.name!r} (one of {SAMPLERS})")
+    if config.sampler.startup_trials < 0:
+        errors.append(
+            f"sampler.startup_trials: must be 0 or more, got {config.sampler.startup_trials}"
+        )
     if config.sampler.name == "grid" and config.layers is not None:
         _check_grid(config, errors)
     _check_scheduler(config, errors)

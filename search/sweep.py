@@ -328,7 +328,7 @@ def make_sampler(config: SweepConfig, parent_layers: tuple[int, int]) -> Any:
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.sampler.startup_trials)
 
 
 # --- the driver's MLflow writer ------------------------------------------------------------

@@ -93,6 +93,7 @@ def test_all_problems_are_reported_at_once_with_their_paths():
         ({"train": {"warmup_ratio": 1.5}}, "train.warmup_ratio: must be below 1"),
         ({"train": {"distill": [0.5, 1.5]}}, "train.distill: must be at most 1, got 1.5"),
         ({"train": {"distill_temperature": 0}}, "train.distill_temperature: must be more than 0"),
+        ({"sampler": {"startup_trials": -1}}, "sampler.startup_trials: must be 0 or more"),
         ({"train": {"max_steps": 0}}, "train: set max_steps or epochs above 0"),
         ({"train": {"batch_size": []}}, "train.batch_size: empty list of choices"),
         ({"objectives": [{"metric": "bleu", "mode": "max"}]}, "unknown metric 'bleu'"),
