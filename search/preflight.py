@@ -21,7 +21,7 @@ from trainables.data import (
     tokenize_splits,
 )
 from trainables.shrink import UnsupportedModelError, count_parameters, layer_counts
-from trainables.trial import BaseModel, ModelError, load_model_config, pack_base, resolve_model
+from trainables.trial import ModelError, PackedModel, load_model_config, pack_base, resolve_model
 
 # Besides config.json, a saved model directory needs weights in safetensors (a pickled .bin can
 # run code when loaded, so it is never read) and a tokenizer: without one, transformers builds
@@ -42,7 +42,7 @@ TOKENIZER_FILES = (
 class Prepared:
     """What every trial of a sweep shares."""
 
-    base: BaseModel
+    base: PackedModel
     data: TokenizedData
     parent_layers: tuple[int, int]
     parent_params: int

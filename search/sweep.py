@@ -34,6 +34,7 @@ from search.tracking import (
     shown_url,
     store_lock,
 )
+from search.weights import start_receiver
 from trainables.trial import tune_trial
 
 SPACE_FILE = "space.yaml"  # the sweep's own configuration, kept on its parent run
@@ -56,6 +57,10 @@ class SweepPaths:
     @property
     def artifacts(self) -> Path:
         return self.store.resolve() / "artifacts"
+
+    def weights(self, sweep: str) -> Path:
+        """Where the driver keeps the trials' weights, one model directory per trial."""
+        return self.ray / sweep / "weights"
 
     @property
     def optuna_url(self) -> str:
@@ -233,6 +238,9 @@ def _tune(
         ray.init(
             address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
         )
+    receiver = None  # keep_weights: none: trials send no weights at all
+    if config.keep_weights != "none":  # also on a resume: the old receiver ended with its driver
+        receiver = start_receiver(paths.weights(callback.sweep))
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial,
@@ -240,6 +248,7 @@ def _tune(
             data=prepared.data,
             decoding=config.decoding,
             parent_layers=prepared.parent_layers,
+            receiver=receiver,
             finished=finished,
         ),
         {"cpu": config.resources.cpus, "gpu": config.resources.gpus},
@@ -414,8 +423,8 @@ class TrackingCallback(_tune_base("Callback")):
             self.tracker.end_trial(run_id, "stopped")
             self._after(trial, "stopped", f"early, at step {result.get('step', 0)}")
             return
-        if trial.checkpoint is not None:
-            self.tracker.client.set_tag(run_id, "checkpoint", trial.checkpoint.path)
+        if result.get("weights"):  # where the driver's receiver wrote them
+            self.tracker.client.set_tag(run_id, "checkpoint", result["weights"])
         self.tracker.end_trial(run_id, "finished")
         self._after(trial, "finished")
 
@@ -538,7 +547,7 @@ def _plot_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _drop_dominated_weights(rows: list[dict[str, Any]]) -> None:
-    """A dominated trial stays dominated, so its checkpoint can go (keep_weights: pareto)."""
+    """A dominated trial stays dominated, so its weights can go (keep_weights: pareto)."""
     for row in rows:
         checkpoint = row.get("checkpoint")
         if not row["on_front"] and checkpoint and Path(checkpoint).is_dir():

@@ -1,6 +1,10 @@
 """Scale out (issue 6): a sweep on a two-node Ray cluster, and a sweep tracked by an MLflow
 server over HTTP with its Optuna study in a database named by URL.
 
+Where the OS allows it (root, or CAP_SYS_ADMIN), the cluster's second node runs in a mount
+namespace of its own in which the test's directories are empty: like a machine without a shared
+disk, it sees neither the base model's files nor the driver's store.
+
 Every process a test starts (two Ray nodes, an MLflow server) leads its own process group on
 127.0.0.1 ports the OS handed out, and the fixture ends exactly that group, whatever happened.
 """
@@ -61,12 +65,17 @@ while True:
 print(json.dumps({n["NodeID"]: "node:__internal_head__" in n["Resources"] for n in alive}))
 """
 
+# Run as `sh -c` in a new mount namespace: an empty tmpfs over each directory in SHRINK_HIDDEN,
+# then exec the node, which so keeps the pid that leads its process group.
+_HIDE_THEN_EXEC = 'for d in $SHRINK_HIDDEN; do mount -t tmpfs x "$d" || exit 1; done; exec "$@"'
+
 
 @dataclass(frozen=True)
 class Cluster:
     address: str
     head: str  # the Ray node ids
     other: str
+    hidden: tuple[Path, ...]  # directories the other node sees empty (none if the OS forbids)
 
 
 @dataclass(frozen=True)
@@ -118,14 +127,35 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-def start_ray_node(temp_dir: Path, *args: str) -> subprocess.Popen:
-    """`ray start --block` with one CPU, its own temp dir and every fixed-default port free."""
+def start_ray_node(temp_dir: Path, *args: str, hidden: tuple[Path, ...] = ()) -> subprocess.Popen:
+    """`ray start --block` with one CPU, its own temp dir and every fixed-default port free.
+
+    Args:
+        hidden: directories the node and its workers see as empty (see `can_hide`).
+    """
     argv = [
         "ray", "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
         f"--temp-dir={temp_dir}", "--disable-usage-stats", "--object-store-memory=200000000",
         *(f"--{name}-port={free_port()}" for name in NODE_PORTS), *args,
     ]  # fmt: skip
-    return start_group(argv, temp_dir.with_suffix(".log"))
+    if hidden:
+        namespace = ["unshare", "--mount", "--propagation", "private"]
+        argv = [*namespace, "sh", "-c", _HIDE_THEN_EXEC, "sh", *argv]
+    shown = " ".join(map(str, hidden))
+    return start_group(argv, temp_dir.with_suffix(".log"), SHRINK_HIDDEN=shown)
+
+
+def can_hide() -> bool:
+    """Whether a child may get a mount namespace of its own (root, or CAP_SYS_ADMIN)."""
+    with contextlib.suppress(OSError):  # no unshare at all
+        return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
+    return False
+
+
+def mount_points(pid: int) -> set[Path]:
+    """Where the mount namespace of process `pid` has something mounted."""
+    lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    return {Path(line.split()[4]) for line in lines}
 
 
 def alive_nodes(address: str) -> dict[str, bool]:
@@ -140,11 +170,14 @@ def alive_nodes(address: str) -> dict[str, bool]:
 
 
 @pytest.fixture
-def ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+def ray_cluster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_t5_path: Path
+) -> Iterator[Cluster]:
     """A head and a second node on 127.0.0.1, one CPU each, with a token of their own.
 
     The token is in the environment, which the sweep's subprocess inherits: Ray then neither
-    creates nor needs ~/.ray/auth_token.
+    creates nor needs ~/.ray/auth_token. The second node sees `tmp_path` (the sweep's store)
+    and the tiny model's directory empty, if the OS allows it.
     """
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
@@ -156,12 +189,14 @@ def ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     try:
         head_args = ("--head", f"--port={address.split(':')[1]}", "--include-dashboard=false")
         nodes.append(start_ray_node(root / "head", *head_args, f"--dashboard-port={free_port()}"))
-        nodes.append(start_ray_node(root / "node", f"--address={address}"))
+        hidden = (tmp_path.resolve(), tiny_t5_path.resolve()) if can_hide() else ()
+        nodes.append(start_ray_node(root / "node", f"--address={address}", hidden=hidden))
         nodes_alive = alive_nodes(address)
         assert sorted(nodes_alive.values()) == [False, True], (root / "node.log").read_text()
+        assert set(hidden) <= mount_points(nodes[1].pid)
         head = next(node for node, is_head in nodes_alive.items() if is_head)
         other = next(node for node, is_head in nodes_alive.items() if not is_head)
-        yield Cluster(address, head, other)
+        yield Cluster(address, head, other, hidden)
     finally:
         for node in reversed(nodes):
             stop_group(node)
@@ -213,7 +248,8 @@ def wait_until_healthy(uri: str, server: subprocess.Popen, log: Path) -> None:
 def test_trials_run_on_both_nodes_of_a_cluster(
     tmp_path: Path, tiny_t5_path: Path, ray_cluster: Cluster
 ) -> None:
-    """With one CPU per node and per trial, two trials at a time run on different nodes."""
+    """With one CPU per node and per trial, two trials at a time run on different nodes, and
+    the weights of every trial reach the driver's store through Ray, not through a disk."""
     # Trials long enough that the second starts while the first still holds its node.
     train = {"learning_rate": 1.0e-2, "max_steps": 60, "batch_size": 8, "eval_every": 30}
     space = write_space(
@@ -234,10 +270,15 @@ def test_trials_run_on_both_nodes_of_a_cluster(
         history = client.get_metric_history(child.info.run_id, "rougeL")
         assert sorted(m.step for m in history) == [30, 60]
         assert child.data.metrics["params"] > 0
-        # The weights came back to the driver's store, from either node.
-        checkpoint = Path(child.data.tags["checkpoint"])
-        assert checkpoint.is_relative_to((store / "ray").resolve())
-        assert (checkpoint / "model.safetensors").stat().st_size > 0
+        # The weights came back to the driver's store, from either node; the other node sees
+        # neither the store nor the base model's directory (`ray_cluster.hidden`).
+        trial = child.data.tags["shrink_sweep.trial_id"]
+        weights = store.resolve() / "ray" / parent.info.run_name / "weights" / trial
+        assert Path(child.data.tags["checkpoint"]) == weights
+        assert (weights / "config.json").is_file()
+        assert (weights / "model.safetensors").stat().st_size > 0
+    # Ray Tune kept no checkpoint: it would need its storage path on a disk every node shares.
+    assert list((store / "ray").rglob("checkpoint_*")) == []
 
     study = optuna.load_study(
         study_name=parent.info.run_name, storage=f"sqlite:///{store / 'optuna.db'}"

@@ -250,7 +250,7 @@ def record_trial(tracker: Tracker, trial: str, params: dict, metrics: dict, chec
 def train_trial(tracker, config, prepared, trial: str, layers: tuple[int, int], store: Path):
     values = {"strategy": "sft", "encoder": layers[0], "decoder": layers[1]}
     trial_config = plan({**values, **_fixed_train(config)}, prepared.parent_layers)
-    checkpoint = store / "ray" / "tiny-sweep" / f"trial_{trial}" / "checkpoint_000000"
+    checkpoint = store / "ray" / "tiny-sweep" / "weights" / trial  # where a sweep keeps them
     result = run_trial(
         trial_config, prepared.base, prepared.data, config.decoding, save_dir=checkpoint, threads=1
     )

@@ -209,6 +209,11 @@ def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, ti
         assert new.info.end_time == old.info.end_time
         steps = [m.step for m in client.get_metric_history(new.info.run_id, "rougeL")]
         assert sorted(steps) == [50, 100, 150]
+        assert new.data.tags["checkpoint"] == old.data.tags["checkpoint"]
+    # Trials finished after the resume sent their weights to the resumed driver's receiver.
+    weights = store.resolve() / "ray" / parent.info.run_name / "weights"
+    for child, trial_id in zip(children, ids, strict=True):
+        assert child.data.tags["checkpoint"] == str(weights / trial_id)
     states = study_states(store, parent.info.run_name)
     assert states.count(COMPLETE) == 5
 
@@ -216,6 +221,9 @@ def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, ti
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
     assert len(rows) == 5
     assert {r["trial"] for r in rows if r["on_front"] == "True"} == front_of(rows)
+    front = {r["trial"] for r in rows if r["on_front"] == "True"}
+    kept = {p.name for p in weights.iterdir() if (p / "model.safetensors").is_file()}
+    assert kept == front  # keep_weights: pareto, across the resume
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 
 `run_trial` is a plain function of `(TrialConfig, base model, data) -> TrialResult`; the few
 lines that adapt it to Ray Tune live in `search.sweep.tune_trial`. The base model travels to the
-trial as the bytes of its saved directory (`BaseModel`), so trials on other nodes need no shared
-filesystem and each gets a private, writable copy.
+trial as the bytes of its saved directory (`PackedModel`), so trials on other nodes need no shared
+filesystem and each gets a private, writable copy; a trial's weights go back to the driver the same
+way.
 """
 
 from __future__ import annotations
@@ -34,13 +35,22 @@ class ModelError(ValueError):
 
 
 @dataclass(frozen=True)
-class BaseModel:
-    """A pretrained model packed for trials: the files of its saved directory, as bytes."""
+class PackedModel:
+    """A saved model directory as bytes, to travel through Ray's object store: the base model
+    on its way to the trials, and a trial's fine-tuned weights on their way to the driver."""
 
     name: str
     files: dict[str, bytes]
 
+    @classmethod
+    def from_directory(cls, name: str, directory: Path) -> PackedModel:
+        """Pack every file under `directory`, keyed by its path relative to it."""
+        root = Path(directory)
+        files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        return cls(name, files)
+
     def unpack(self, directory: Path) -> Path:
+        """Write the files under `directory` and return it."""
         for name, content in self.files.items():
             (directory / name).parent.mkdir(parents=True, exist_ok=True)
             (directory / name).write_bytes(content)
@@ -130,7 +140,7 @@ def load_base(name_or_path: str, trust_remote_code: bool = False) -> tuple[Any, 
     return model, tokenizer
 
 
-def pack_base(name_or_path: str, trust_remote_code: bool = False) -> tuple[BaseModel, Any, Any]:
+def pack_base(name_or_path: str, trust_remote_code: bool = False) -> tuple[PackedModel, Any, Any]:
     """Load the base model once in the driver and pack it for the trials.
 
     Returns:
@@ -140,10 +150,8 @@ def pack_base(name_or_path: str, trust_remote_code: bool = False) -> tuple[BaseM
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        files = {
-            str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
-        }
-    return BaseModel(name_or_path, files), model, tokenizer
+        packed = PackedModel.from_directory(name_or_path, Path(tmp))
+    return packed, model, tokenizer
 
 
 def size_on_disk_mb(directory: Path) -> float:
@@ -156,7 +164,7 @@ def size_on_disk_mb(directory: Path) -> float:
 
 def run_trial(
     config: TrialConfig,
-    base: BaseModel,
+    base: PackedModel,
     data: Any,
     decoding: DecodingConfig,
     *,
@@ -227,13 +235,14 @@ def run_trial(
 def tune_trial(
     params: dict[str, Any],
     *,
-    base: BaseModel,
+    base: PackedModel,
     data: Any,
     decoding: DecodingConfig,
     parent_layers: tuple[int, int],
+    receiver: Any = None,
     finished: dict[str, dict[str, float]] | None = None,
 ) -> None:
-    """Ray Tune's entry point for one trial: plan it, run it, report with its weights.
+    """Ray Tune's entry point for one trial: plan it, run it, send its weights, report.
 
     It lives here, not in `search/`, so that a trial worker imports only what a trial needs.
 
@@ -241,6 +250,10 @@ def tune_trial(
     node of one machine, so it cannot say where a trial ran.
 
     Args:
+        receiver: the driver's `search.weights.WeightsReceiver` actor, or None to keep no
+            weights. The weights travel to it as bytes, not as a Tune checkpoint: Ray persists
+            a checkpoint to `storage_path`, which a node without a shared disk cannot reach.
+            The last report's `weights` is where the driver keeps them.
         finished: metrics of trials that MLflow records as finished, given when a sweep is
             resumed. Ray's experiment state is saved every few seconds, so a trial can finish
             after the last save and before a crash; it is replayed from its record, not rerun.
@@ -250,7 +263,8 @@ def tune_trial(
 
     from search.space import plan
 
-    replay = (finished or {}).get(tune.get_context().get_trial_id())
+    trial_id = tune.get_context().get_trial_id()
+    replay = (finished or {}).get(trial_id)
     if replay is not None:
         tune.report({**replay, "final": 1, "replayed": 1})
         return
@@ -271,5 +285,8 @@ def tune_trial(
             save_dir=Path(tmp) / "model",
             threads=max(1, int(resources.get("CPU", 1))),
         )
-        checkpoint = tune.Checkpoint.from_directory(str(Path(tmp) / "model"))
-        tune.report({**result.metrics, "final": 1, "node": node}, checkpoint=checkpoint)
+        weights = {}
+        if receiver is not None:
+            packed = PackedModel.from_directory(trial_id, Path(tmp) / "model")
+            weights["weights"] = ray.get(receiver.save.remote(trial_id, packed))
+    tune.report({**result.metrics, "final": 1, "node": node, **weights})
