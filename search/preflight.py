@@ -8,6 +8,7 @@ which every trial receives through Ray's object store.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class Prepared:
     data: TokenizedData
     parent_layers: tuple[int, int]
     parent_params: int
+    seconds: float = 0.0  # what `prepare` took: checks, model load, tokenization
 
 
 def check_inputs(config: SweepConfig) -> tuple[Any, Any]:
@@ -175,6 +177,7 @@ def prepare(config: SweepConfig) -> Prepared:
         ConfigError, DataError, ModelError: bad input (see `check_inputs`), or a model that
             does not load, or data its tokenizer does not fit.
     """
+    start = time.perf_counter()
     model_config, splits = check_inputs(config)
     try:
         base, model, tokenizer = pack_base(config.model, config.trust_remote_code)
@@ -188,6 +191,7 @@ def prepare(config: SweepConfig) -> Prepared:
         data=data,
         parent_layers=layer_counts(model_config),
         parent_params=count_parameters(model).total,
+        seconds=time.perf_counter() - start,
     )
 
 

@@ -40,7 +40,14 @@ from trainables.trial import tune_trial
 SPACE_FILE = "space.yaml"  # the sweep's own configuration, kept on its parent run
 
 # Metrics a trial reports that are logged to MLflow (Ray adds many bookkeeping keys).
-TRIAL_METRICS = (*METRICS, "train_loss", "eval_loss", "train_seconds", "examples_per_second")
+TRIAL_METRICS = (
+    *METRICS,
+    "train_loss",
+    "eval_loss",
+    "train_seconds",
+    "examples_per_second",
+    "startup_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,7 @@ def _drive(
         tracker, config, prepared.parent_layers, prepared.parent_params, progress, sweep
     )
     callback.finished_before = set(finished or ())
+    tracker.log_sweep_metrics({"prepare_seconds": prepared.seconds}, step=0)
     try:
         stopper = FailureLimit(callback, max_failures)
         _tune(config, prepared, callback, stopper, paths, address, finished)
@@ -235,9 +243,12 @@ def _tune(
     from search.early_stopping import make_scheduler
 
     if not ray.is_initialized():
+        start = time.perf_counter()
         ray.init(
             address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
         )
+        seconds = time.perf_counter() - start
+        callback.tracker.log_sweep_metrics({"ray_start_seconds": seconds}, step=0)
     receiver = None  # keep_weights: none: trials send no weights at all
     if config.keep_weights != "none":  # also on a resume: the old receiver ended with its driver
         receiver = start_receiver(paths.weights(callback.sweep))

@@ -85,6 +85,8 @@ def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
     store = tmp_path / "mlflow"
     client, parent, children = sweep_runs(store)
     assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["prepare_seconds"] > 0
+    assert parent.data.metrics["ray_start_seconds"] > 0
     assert len(children) == 2
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -94,6 +96,8 @@ def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
             assert metric in child.data.metrics, metric
         assert 0 <= child.data.metrics["rougeL"] <= 100
         assert child.data.metrics["size_mb"] > 0
+        run_seconds = (child.info.end_time - child.info.start_time) / 1000
+        assert 0 < child.data.metrics["startup_seconds"] < run_seconds
         history = client.get_metric_history(child.info.run_id, "rougeL")
         assert sorted(m.step for m in history) == [4, 8]  # eval_every 4, 8 steps
         assert child.data.params["encoder_layers"].startswith("[0")

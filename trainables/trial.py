@@ -13,6 +13,7 @@ import copy
 import math
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,11 +185,16 @@ def run_trial(
         threads: CPU threads for torch.
 
     Returns:
-        The final metrics: ROUGE, parameters, size on disk, latency, training statistics.
+        The final metrics: ROUGE, parameters, size on disk, latency, training statistics, and
+        `startup_seconds`, from this call to the end of the first optimizer step (imports in a
+        new worker, unpacking and loading the model, shrinking it, the optimizer's set-up and
+        one step); intermediate reports carry it too.
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (training stops at once).
     """
+    started = time.perf_counter()
+    startup_seconds = math.nan  # set when the first optimizer step is done
     from trainables.shrink import count_parameters, shrink
     from trainables.train import evaluate_model, fine_tune
 
@@ -200,16 +206,22 @@ def run_trial(
     counts = count_parameters(student)
     sizes = {"params": float(counts.total), "params_non_embedding": float(counts.non_embedding)}
 
+    def on_step(step: int, loss: float) -> None:
+        nonlocal startup_seconds
+        if step == 1:
+            startup_seconds = time.perf_counter() - started
+
     def evaluate_at(step: int) -> None:
         metrics = evaluate_model(student, tokenizer, data, decoding)
         if report is not None:
-            report({**sizes, **metrics, "step": step})
+            report({**sizes, **metrics, "startup_seconds": startup_seconds, "step": step})
 
     stats = fine_tune(
         student,
         data,
         config.train,
         pad_token_id=tokenizer.pad_token_id,
+        on_step=on_step,
         evaluate_at=evaluate_at if config.train.eval_every else None,
         threads=threads,
         teacher=teacher,
@@ -227,6 +239,7 @@ def run_trial(
         train_loss=stats.final_loss,
         train_seconds=stats.seconds,
         examples_per_second=stats.examples_per_second,
+        startup_seconds=startup_seconds,
         step=stats.steps,
     )
     return TrialResult(metrics, config.encoder_layers, config.decoder_layers)

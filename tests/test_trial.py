@@ -1,0 +1,58 @@
+"""One trial as a plain function call, on the tiny T5 of tests/tiny.py."""
+
+from __future__ import annotations
+
+import time
+
+from tiny import TINY_DATA
+
+import trainables.trial
+from search.config import DataConfig, DecodingConfig
+from trainables.config import TrainConfig, TrialConfig
+from trainables.data import load_splits, tokenize_splits
+from trainables.trial import pack_base, run_trial
+
+DATA = DataConfig(
+    files={
+        "train": str(TINY_DATA / "train.jsonl"),
+        "validation": str(TINY_DATA / "validation.jsonl"),
+    },
+    max_source_length=48,
+    max_target_length=16,
+    max_eval_examples=8,
+)
+LOAD_DELAY = 0.5  # seconds added to loading the base model
+
+
+def test_startup_seconds_cover_model_loading_and_reach_every_report(
+    tiny_t5_path, tmp_path, monkeypatch
+):
+    base, _, tokenizer = pack_base(str(tiny_t5_path))
+    data = tokenize_splits(load_splits(DATA), tokenizer, DATA)
+    load_base = trainables.trial.load_base
+
+    def slow_load_base(*args, **kwargs):
+        time.sleep(LOAD_DELAY)
+        return load_base(*args, **kwargs)
+
+    monkeypatch.setattr(trainables.trial, "load_base", slow_load_base)
+    train = TrainConfig(max_steps=4, batch_size=8, eval_every=2)
+    config = TrialConfig("sft", (0, 3), (0,), train)
+    reports = []
+    start = time.perf_counter()
+    result = run_trial(
+        config,
+        base,
+        data,
+        DecodingConfig(max_new_tokens=8),
+        save_dir=tmp_path / "model",
+        report=reports.append,
+        threads=1,
+    )
+    wall = time.perf_counter() - start
+
+    startup = result.metrics["startup_seconds"]
+    assert LOAD_DELAY < startup < wall
+    # Known by the first intermediate report already, and never updated after.
+    assert [r["step"] for r in reports] == [2]
+    assert reports[0]["startup_seconds"] == startup
