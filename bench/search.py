@@ -9,6 +9,7 @@ search's and with the whole table's (the best any search can reach).
 
     python -m bench.search                      # tpe vs random, 8 and 16 trials, 20 seeds
     python -m bench.search --trials 8 --seeds 50 --sampler nsga2
+    python -m bench.search --set sampler.startup_trials=4
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, action="append", help="default: 8 and 16")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--sampler", help="instead of the space's own")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="KEY=VALUE")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table, strategy = load_table(args.table)
-    overrides = [f"layers.strategy={strategy}"]
+    overrides = [f"layers.strategy={strategy}", *args.overrides]
     if args.sampler:
         overrides.append(f"sampler.name={args.sampler}")
     config = load_config(args.space, overrides)
