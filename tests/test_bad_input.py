@@ -30,7 +30,7 @@ import pytest
 import ray
 import yaml
 from huggingface_hub.errors import RepositoryNotFoundError
-from tiny import TINY_DATA, tiny_bart_dir, tiny_t5_dir
+from tiny import TINY_DATA, tiny_bart_dir, tiny_space, tiny_t5_dir
 from transformers import BertConfig, GPT2Config, LEDConfig, T5Config, T5ForConditionalGeneration
 
 import search.sweep  # noqa: F401  (imported here so that no case pays for the import)
@@ -410,24 +410,15 @@ def hub_says_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def base_space(models: Path) -> dict[str, Any]:
     """A space that passes every check; each case breaks one thing in it."""
-    return {
-        "name": "tiny",
-        "model": str(models / "t5"),
-        "data": {
-            "files": {
-                "train": str(TINY_DATA / "train.jsonl"),
-                "validation": str(TINY_DATA / "validation.jsonl"),
-            },
-            "source_template": "{package}: {document}",
-            "max_source_length": 48,
-            "max_target_length": 16,
-        },
-        "layers": {"encoder": {"low": 1, "high": 4}, "decoder": {"low": 1, "high": 3}},
-        "train": {"max_steps": 2, "batch_size": 8},
-        "decoding": {"max_new_tokens": 8},
-        "trials": 1,
-        "first": [{"encoder": 4, "decoder": 3}],
-    }
+    space = tiny_space(
+        models / "t5",
+        layers={"encoder": {"low": 1, "high": 4}, "decoder": {"low": 1, "high": 3}},
+        train={"max_steps": 2, "batch_size": 8},
+        trials=1,
+        first=[{"encoder": 4, "decoder": 3}],
+    )
+    del space["data"]["max_eval_examples"]  # every evaluation pair, so the check counts them
+    return space
 
 
 def apply_changes(space: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from tiny import TINY_DATA, tiny_bart_dir, tiny_t5_dir
+from test_sweep import write_space as write_tiny_space
+from tiny import tiny_bart_dir, tiny_t5_dir
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -216,27 +217,15 @@ def test_int8_quantizes_untied_and_scaled_embeddings(tmp_path):
 
 
 def write_space(directory: Path, model: Path, name: str = "tiny") -> Path:
-    space = {
-        "name": name,
-        "model": str(model),
-        "data": {
-            "files": {
-                "train": str(TINY_DATA / "train.jsonl"),
-                "validation": str(TINY_DATA / "validation.jsonl"),
-            },
-            "source_template": "{package}: {document}",
-            "max_source_length": 48,
-            "max_target_length": 16,
-            "max_eval_examples": 12,
-        },
-        "layers": {"encoder": {"low": 1, "high": 4}, "decoder": {"low": 1, "high": 3}},
-        "train": {"learning_rate": 1.0e-2, "max_steps": 80, "batch_size": 8},
-        "decoding": {"max_new_tokens": 12, "no_repeat_ngram_size": 3},
-        "trials": 2,
-    }
-    path = directory / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return path
+    return write_tiny_space(
+        directory,
+        model,
+        name=name,
+        layers={"encoder": {"low": 1, "high": 4}, "decoder": {"low": 1, "high": 3}},
+        train={"learning_rate": 1.0e-2, "max_steps": 80, "batch_size": 8},
+        decoding={"max_new_tokens": 12, "no_repeat_ngram_size": 3},
+        first=[],
+    )
 
 
 def record_trial(tracker: Tracker, trial: str, params: dict, metrics: dict, checkpoint: Path):

@@ -16,43 +16,14 @@ import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from tiny import TINY_DATA
+from tiny import tiny_space
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def write_space(directory: Path, model: Path, **changes) -> Path:
-    space = {
-        "name": "tiny",
-        "model": str(model),
-        "data": {
-            "files": {
-                "train": str(TINY_DATA / "train.jsonl"),
-                "validation": str(TINY_DATA / "validation.jsonl"),
-            },
-            "source_template": "{package}: {document}",
-            "max_source_length": 48,
-            "max_target_length": 16,
-            "max_eval_examples": 12,
-        },
-        "layers": {
-            "encoder": {"low": 1, "high": 4},
-            "decoder": {"low": 1, "high": 3},
-            "strategy": ["sft", "spread", "first"],
-        },
-        "train": {
-            "learning_rate": {"low": 3.0e-3, "high": 3.0e-2, "log": True},
-            "max_steps": 8,
-            "batch_size": 8,
-            "eval_every": 4,
-        },
-        "decoding": {"max_new_tokens": 8},
-        "trials": 2,
-        "first": [{"encoder": 4, "decoder": 3, "strategy": "sft"}],
-    }
-    space.update(changes)
     path = directory / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
+    path.write_text(yaml.safe_dump(tiny_space(model, **changes)))
     return path
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from tiny import TINY_DATA, tiny_bart_dir, tiny_t5_dir
+from tiny import TINY_FILES, tiny_bart_dir, tiny_t5_dir
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from search.config import DataConfig, DecodingConfig
@@ -29,10 +29,7 @@ from trainables.train import (
 )
 
 DATA = DataConfig(
-    files={
-        "train": str(TINY_DATA / "train.jsonl"),
-        "validation": str(TINY_DATA / "validation.jsonl"),
-    },
+    files=TINY_FILES,
     max_source_length=64,
     max_target_length=24,
 )

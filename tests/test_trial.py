@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tiny import TINY_DATA
+from tiny import TINY_FILES
 
 import trainables.trial
 from search.config import DataConfig, DecodingConfig
@@ -13,10 +13,7 @@ from trainables.data import load_splits, tokenize_splits
 from trainables.trial import pack_base, run_trial
 
 DATA = DataConfig(
-    files={
-        "train": str(TINY_DATA / "train.jsonl"),
-        "validation": str(TINY_DATA / "validation.jsonl"),
-    },
+    files=TINY_FILES,
     max_source_length=48,
     max_target_length=16,
     max_eval_examples=8,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -23,6 +24,7 @@ from transformers import (
 )
 
 TINY_DATA = Path(__file__).parent / "data" / "tiny"
+TINY_FILES = {split: str(TINY_DATA / f"{split}.jsonl") for split in ("train", "validation")}
 VOCAB_SIZE = 300
 # T5's ids: pad 0, eos 1, unk 2; BART also needs a bos, which T5 never uses.
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<s>"]
@@ -30,6 +32,38 @@ PAD_ID, EOS_ID, UNK_ID, BOS_ID = range(4)
 # Printable ASCII in the alphabet so that no test text turns into <unk>.
 ALPHABET = [chr(c) for c in range(33, 127)]
 SEED = 0
+
+
+def tiny_space(model: str | Path, **changes: Any) -> dict[str, Any]:
+    """A space.yaml (as a dict) over a tiny model and the tiny data; `changes` replace
+    top-level keys."""
+    space = {
+        "name": "tiny",
+        "model": str(model),
+        "data": {
+            "files": dict(TINY_FILES),
+            "source_template": "{package}: {document}",
+            "max_source_length": 48,
+            "max_target_length": 16,
+            "max_eval_examples": 12,
+        },
+        "layers": {
+            "encoder": {"low": 1, "high": 4},
+            "decoder": {"low": 1, "high": 3},
+            "strategy": ["sft", "spread", "first"],
+        },
+        "train": {
+            "learning_rate": {"low": 3.0e-3, "high": 3.0e-2, "log": True},
+            "max_steps": 8,
+            "batch_size": 8,
+            "eval_every": 4,
+        },
+        "decoding": {"max_new_tokens": 8},
+        "trials": 2,
+        "first": [{"encoder": 4, "decoder": 3, "strategy": "sft"}],
+    }
+    space.update(changes)
+    return space
 
 
 def tiny_texts() -> list[str]:
