@@ -44,9 +44,14 @@ def _sweep_record(store: Path) -> dict:
     parent = next(r for r in runs if r.data.tags.get("shrink_sweep.kind") == "sweep")
     trials = [r for r in runs if r.data.tags.get("shrink_sweep.kind") == "trial"]
     seconds = sum((r.info.end_time - r.info.start_time) / 1000 for r in trials)
+    # Steps trained: the compute measure that the machine's other load does not move.
+    steps = sum(
+        max(m.step for m in client.get_metric_history(r.info.run_id, "rougeL")) for r in trials
+    )
     outcomes = [r.data.tags.get("shrink_sweep.outcome") for r in trials]
     return {
         "trial_seconds": seconds,
+        "steps": steps,
         "hypervolume": parent.data.metrics["hypervolume"],
         "front_size": int(parent.data.metrics["front_size"]),
         "stopped": outcomes.count("stopped"),
@@ -66,13 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     for scheduler in ("fifo", "pareto"):
         results[scheduler] = result = run_sweep(args.space, scheduler, args.trials, overrides)
         print(
-            f"{scheduler:6}: {result['trial_seconds']:7.0f} trial-s, wall {result['wall']:5.0f} s,"
+            f"{scheduler:6}: {result['trial_seconds']:7.0f} trial-s, {result['steps']} steps,"
+            f" wall {result['wall']:5.0f} s,"
             f" hypervolume {result['hypervolume']:.4g}, front {result['front_size']},"
             f" {result['finished']} finished, {result['stopped']} stopped",
             flush=True,
         )
     fifo, pareto = results["fifo"], results["pareto"]
     print(f"trial-seconds pareto/fifo = {pareto['trial_seconds'] / fifo['trial_seconds']:.3f}")
+    print(f"steps trained pareto/fifo = {pareto['steps'] / fifo['steps']:.3f}")
     print(f"hypervolume   pareto/fifo = {pareto['hypervolume'] / fifo['hypervolume']:.3f}")
 
 
