@@ -74,12 +74,17 @@ def trial_runs(store: Path) -> list:
     return list(runs)
 
 
-def kill_trial_workers() -> int:
-    """SIGKILL the Ray workers that are running a trial, as the OOM killer would."""
+def kill_trial_workers(sweep_pid: int) -> int:
+    """SIGKILL the sweep's Ray workers that hold a trial, as the OOM killer would.
+
+    Only the sweep's own descendants (its local Ray starts them), so that other sweeps on the
+    machine are left alone. A trial's actor is titled `ray::ImplicitFunc.train` only while
+    Tune waits on it for a result, `ray::ImplicitFunc` between two results: both count.
+    """
     killed = 0
-    for proc in psutil.process_iter(["cmdline"]):
-        if any("ImplicitFunc.train" in part for part in proc.info["cmdline"] or []):
-            with contextlib.suppress(psutil.NoSuchProcess):  # it may have just ended
+    for proc in psutil.Process(sweep_pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # it may have just ended
+            if any("ImplicitFunc" in part for part in proc.cmdline()):
                 proc.kill()
                 killed += 1
     return killed
@@ -114,7 +119,7 @@ def test_failed_nan_and_killed_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
 
     try:
         wait_for(long_trial_running_alone)
-        assert kill_trial_workers() >= 1
+        assert kill_trial_workers(sweep.pid) >= 1
     except BaseException:  # do not leave the sweep running into the next test
         sweep.kill()
         raise
