@@ -165,6 +165,10 @@ def resume_sweep(
         check_resources(config)
     prepared = prepare(config)
     tracker.resume_sweep(run.info.run_id)
+    # Runs the crash left running were cut off. Tune reruns the trials its saved state knows,
+    # each into its old run; one proposed after the last save is never run and stays stopped.
+    for row in tracker.trial_rows("running"):
+        tracker.end_trial(row["run_id"], "stopped")
     finished = {r["trial"]: _metrics(r) for r in tracker.trial_rows("finished")}
     _echo(progress, f"resuming sweep {name}: {config.trials} trials, tracking {uri}")
     limit = max_failures or failure_limit(config.trials)

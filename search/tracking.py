@@ -230,6 +230,7 @@ class Tracker:
         existing = self.trial_run(trial_id)
         if existing is not None:  # a resumed sweep retries the trial under its old run
             self.client.update_run(existing, status="RUNNING")
+            self.client.set_tag(existing, OUTCOME_TAG, "running")
             return existing
         run = self.client.create_run(
             self.experiment_id,

@@ -217,6 +217,11 @@ def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, ti
 
     client, parent, children = sweep_runs(store)
     assert parent.info.status == "FINISHED"
+    # A trial proposed after Tune's last state save, just before a SIGKILL, is never run: its
+    # run stays stopped and empty, and the five trials Tune knows all finish.
+    never_ran = [c for c in children if c.data.tags["shrink_sweep.outcome"] == "stopped"]
+    assert all(not c.data.metrics for c in never_ran) and len(never_ran) <= 1
+    children = [c for c in children if c not in never_ran]
     ids = [c.data.tags["shrink_sweep.trial_id"] for c in children]
     assert len(ids) == len(set(ids)) == 5
     assert [c.info.status for c in children] == ["FINISHED"] * 5
