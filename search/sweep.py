@@ -456,7 +456,7 @@ class TrackingCallback(_tune_base("Callback")):
 
     def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
         rows, hv = update_front(self.tracker, self.config, self.parent_params)
-        done = sum(len(self.tracker.trial_rows(o)) for o in ("finished", "failed", "stopped"))
+        done = sum(r["outcome"] != "running" for r in self.tracker.trial_rows(None))
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
         line = f"[{done}/{self.config.trials}] trial {trial.trial_id} {outcome} in {seconds:.0f}s"
         if outcome == "finished":
