@@ -234,6 +234,19 @@ def test_truncation_cuts_to_the_limit_and_keeps_eos(tokenizer):
     assert all(row[-1] == EOS_ID for row in data.train_labels)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_truncated_sources_match_the_tokenizers_own_truncation(tmp_path, side):
+    tokenizer = tiny_tokenizer(tmp_path)
+    tokenizer.truncation_side = side
+    config = DataConfig(files=FILES, max_source_length=12)
+    data = tokenize_splits(load_splits(config), tokenizer, config)
+    documents = [r["document"] for r in read_rows(TINY_DATA / "train.jsonl")]
+    expected = tokenizer(documents, truncation=True, max_length=12)["input_ids"]
+    assert data.truncated_sources > 100
+    assert [row.tolist() for row in data.train_input_ids] == expected
+    assert all(row[-1] == EOS_ID for row in expected)
+
+
 def test_long_sources_are_an_error_without_truncation(tokenizer):
     config = DataConfig(files=FILES, max_source_length=20, truncate=False)
     lengths = tokenize_splits(load_splits(config), tokenizer, DataConfig(files=FILES))
