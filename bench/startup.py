@@ -4,9 +4,9 @@ A short real sweep runs as a user runs it (`shrink-sweep run` on the default spa
 trials of 20 steps one at a time, 20 evaluation examples), and its phases are read back from
 what it records in MLflow:
 
-- the sweep's run: `prepare_seconds` (inputs checked, model loaded, data tokenized: once per
-  sweep), `ray_start_seconds` (logged as `ray.init` returns), and its start time (the sweep
-  is recorded once preparation is done);
+- the sweep's run: `prepare_seconds` (model loaded, data tokenized: once per sweep) and
+  `ray_start_seconds` (`ray.init`), which run side by side, and its start time (the sweep is
+  recorded once both are done);
 - each trial's run: its start time (Tune starts the trial on a worker) and `startup_seconds`,
   from the trial function's call to the end of its first optimizer step (imports in a new
   worker, model load, shrink, optimizer set-up, one step).
@@ -61,9 +61,8 @@ class Timeline:
     """One sweep's phases, in seconds since the command."""
 
     prepare_seconds: float
-    recorded: float  # the sweep's MLflow run began: preparation done
-    ray_start_seconds: float
-    ray_ready: float
+    ray_start_seconds: float  # beside the preparation
+    recorded: float  # the sweep's MLflow run began: preparation and Ray start done
     trials: list[TrialTimes]
     exited: float
 
@@ -111,8 +110,6 @@ def read_timeline(tracker: Tracker, start: float, exited: float) -> Timeline:
     """The phases of the latest sweep in `tracker`, relative to `start` (epoch seconds)."""
     sweep = tracker.find_sweep()
     tracker.sweep_run_id = sweep.info.run_id
-    (ray_logged,) = tracker.client.get_metric_history(sweep.info.run_id, "ray_start_seconds")
-    ray_start_seconds = ray_logged.value
     trials = []
     for row in tracker.trial_rows(None):
         info = tracker.client.get_run(row["run_id"]).info
@@ -122,9 +119,8 @@ def read_timeline(tracker: Tracker, start: float, exited: float) -> Timeline:
         raise RuntimeError(f"the sweep ran {len(trials)} trial(s); this benchmark needs two")
     return Timeline(
         prepare_seconds=sweep.data.metrics["prepare_seconds"],
+        ray_start_seconds=sweep.data.metrics["ray_start_seconds"],
         recorded=sweep.info.start_time / 1000 - start,
-        ray_start_seconds=ray_start_seconds,
-        ray_ready=ray_logged.timestamp / 1000 - start,
         trials=sorted(trials, key=lambda t: t.started),
         exited=exited,
     )
@@ -133,13 +129,12 @@ def read_timeline(tracker: Tracker, start: float, exited: float) -> Timeline:
 def breakdown(t: Timeline) -> list[str]:
     """Lines of the phases from the command to each trial's first step, with the check."""
     first, second = t.trials[0], t.trials[1]
-    ray_began = t.ray_ready - t.ray_start_seconds
+    side_by_side = max(t.prepare_seconds, t.ray_start_seconds)
+    both = f"prepare {t.prepare_seconds:.1f} s | Ray start {t.ray_start_seconds:.1f} s"
     phases = [
-        ("Python imports, store checks, MLflow set-up", t.recorded - t.prepare_seconds),
-        ("prepare: model load, data tokenized (once)", t.prepare_seconds),
-        ("sweep recorded in MLflow", ray_began - t.recorded),
-        ("Ray start", t.ray_start_seconds),
-        ("Tune set-up, first worker started", first.started - t.ray_ready),
+        ("Python imports, checks, MLflow set-up", t.recorded - side_by_side),
+        (both, side_by_side),
+        ("Tune set-up, first worker started", first.started - t.recorded),
         ("trial 1: started -> first step", first.startup_seconds),
     ]
     total = sum(seconds for _, seconds in phases)

@@ -8,6 +8,7 @@ which every trial receives through Ray's object store.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ TOKENIZER_FILES = (
     "vocab.json",
     "vocab.txt",
 )
+RAY_CONNECT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -170,15 +172,39 @@ def check_resources(config: SweepConfig) -> None:
         raise ConfigError(problems)
 
 
-def prepare(config: SweepConfig) -> Prepared:
-    """Check inputs, then load the base model once and tokenize the data once.
+def check_ray_address(address: str) -> None:
+    """Raise ConfigError unless something listens at a Ray cluster's "host:port".
+
+    `ray.init` retries an address nobody answers at for minutes; a TCP connect says so in
+    seconds. "auto" (find the cluster this machine belongs to) and "ray://" client addresses
+    are left to Ray.
+    """
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError([f"--address {address!r}: expected host:port of a Ray cluster's head"])
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_SECONDS).close()
+    except OSError as err:
+        raise ConfigError(
+            [
+                f"no Ray cluster answers at {address} ({err.strerror or err}); start one there "
+                "with `ray start --head`, or leave out --address for a local Ray"
+            ]
+        ) from None
+
+
+def prepare(config: SweepConfig, inputs: tuple[Any, Any] | None = None) -> Prepared:
+    """Check inputs (unless `inputs` is what `check_inputs` returned), then load the base
+    model once and tokenize the data once.
 
     Raises:
         ConfigError, DataError, ModelError: bad input (see `check_inputs`), or a model that
             does not load, or data its tokenizer does not fit.
     """
     start = time.perf_counter()
-    model_config, splits = check_inputs(config)
+    model_config, splits = inputs or check_inputs(config)
     try:
         base, model, tokenizer = pack_base(config.model, config.trust_remote_code)
     except (OSError, ValueError) as err:
@@ -195,4 +221,12 @@ def prepare(config: SweepConfig) -> Prepared:
     )
 
 
-__all__ = ["DataError", "ModelError", "Prepared", "check_inputs", "check_resources", "prepare"]
+__all__ = [
+    "DataError",
+    "ModelError",
+    "Prepared",
+    "check_inputs",
+    "check_ray_address",
+    "check_resources",
+    "prepare",
+]

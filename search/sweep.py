@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,13 @@ import yaml
 from search.config import METRICS, ConfigError, SweepConfig, config_from_dict
 from search.pareto import hypervolume, pareto_front
 from search.plot import pareto_figure, write_pareto_html
-from search.preflight import Prepared, check_resources, prepare
+from search.preflight import (
+    Prepared,
+    check_inputs,
+    check_ray_address,
+    check_resources,
+    prepare,
+)
 from search.space import InfeasibleError, grid, plan, suggest
 from search.tracking import (
     Tracker,
@@ -119,9 +126,7 @@ def run_sweep(
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
     check_study_storage(paths.optuna_url)
-    if not address:
-        check_resources(config)  # a local Ray waits forever for a trial it cannot place
-    prepared = prepare(config)
+    prepared, ray_seconds = _prepare_and_start_ray(config, address)
     sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tracker = Tracker(uri, config.name, paths.artifacts)
     tags = {"base_model": config.model, "optuna_storage": shown_url(paths.optuna_url)}
@@ -129,7 +134,7 @@ def run_sweep(
     tracker.log_sweep_text(yaml.safe_dump(raw if raw is not None else asdict(config)), SPACE_FILE)
     _echo(progress, f"sweep {sweep}: {config.trials} trials, tracking {uri}")
     limit = max_failures or failure_limit(config.trials)
-    return _drive(config, prepared, tracker, sweep, paths, address, limit, progress, None)
+    return _drive(config, prepared, ray_seconds, tracker, sweep, paths, limit, progress, None)
 
 
 def resume_sweep(
@@ -161,9 +166,7 @@ def resume_sweep(
     if not (paths.ray / name / "tuner.pkl").is_file():
         raise ConfigError([f"sweep {name}: no Ray Tune state under {paths.ray / name}"])
     config = config_from_dict(yaml.safe_load(tracker.read_text(run.info.run_id, SPACE_FILE)))
-    if not address:
-        check_resources(config)
-    prepared = prepare(config)
+    prepared, ray_seconds = _prepare_and_start_ray(config, address)
     tracker.resume_sweep(run.info.run_id)
     # Runs the crash left running were cut off. Tune reruns the trials its saved state knows,
     # each into its old run; one proposed after the last save is never run and stays stopped.
@@ -172,7 +175,44 @@ def resume_sweep(
     finished = {r["trial"]: _metrics(r) for r in tracker.trial_rows("finished")}
     _echo(progress, f"resuming sweep {name}: {config.trials} trials, tracking {uri}")
     limit = max_failures or failure_limit(config.trials)
-    return _drive(config, prepared, tracker, name, paths, address, limit, progress, finished)
+    return _drive(config, prepared, ray_seconds, tracker, name, paths, limit, progress, finished)
+
+
+def _prepare_and_start_ray(config: SweepConfig, address: str | None) -> tuple[Prepared, float]:
+    """Check the inputs, then load the model and tokenize the data while Ray starts.
+
+    Neither needs the other and each takes seconds, so the sweep's first trial starts sooner.
+    Inputs and the cluster address are checked first, so bad input fails before Ray starts;
+    a Ray started here is shut down again if preparing fails.
+
+    Returns:
+        The prepared model and data, and Ray's start-up seconds (0 if it was running).
+    """
+    import ray
+
+    if address:
+        check_ray_address(address)
+    else:
+        check_resources(config)  # a local Ray waits forever for a trial it cannot place
+    inputs = check_inputs(config)
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+        preparing = pool.submit(prepare, config, inputs)
+        started = 0.0
+        try:
+            if not ray.is_initialized():
+                started = time.perf_counter()
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            seconds = time.perf_counter() - started if started else 0.0
+            return preparing.result(), seconds
+        except BaseException:
+            if started and ray.is_initialized():
+                ray.shutdown()
+            raise
 
 
 def failure_limit(trials: int) -> int:
@@ -183,10 +223,10 @@ def failure_limit(trials: int) -> int:
 def _drive(
     config: SweepConfig,
     prepared: Prepared,
+    ray_seconds: float,
     tracker: Tracker,
     sweep: str,
     paths: SweepPaths,
-    address: str | None,
     max_failures: int,
     progress: bool,
     finished: dict[str, dict[str, float]] | None,
@@ -197,9 +237,11 @@ def _drive(
     )
     callback.finished_before = set(finished or ())
     tracker.log_sweep_metrics({"prepare_seconds": prepared.seconds}, step=0)
+    if ray_seconds:
+        tracker.log_sweep_metrics({"ray_start_seconds": ray_seconds}, step=0)
     try:
         stopper = FailureLimit(callback, max_failures)
-        _tune(config, prepared, callback, stopper, paths, address, finished)
+        _tune(config, prepared, callback, stopper, paths, finished)
     except BaseException:  # a second Ctrl-C, or the driver itself broke: keep what finished
         _close(tracker, config, prepared.parent_params, sweep, "stopped")
         raise
@@ -238,7 +280,6 @@ def _tune(
     callback: TrackingCallback,
     stopper: Any,
     paths: SweepPaths,
-    address: str | None,
     finished: dict[str, dict[str, float]] | None,
 ) -> None:
     import ray
@@ -246,13 +287,6 @@ def _tune(
 
     from search.early_stopping import make_scheduler
 
-    if not ray.is_initialized():
-        start = time.perf_counter()
-        ray.init(
-            address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
-        )
-        seconds = time.perf_counter() - start
-        callback.tracker.log_sweep_metrics({"ray_start_seconds": seconds}, step=0)
     receiver = None  # keep_weights: none: trials send no weights at all
     if config.keep_weights != "none":  # also on a resume: the old receiver ended with its driver
         receiver = start_receiver(paths.weights(callback.sweep))

@@ -300,6 +300,17 @@ CASES = [
         "is not writable ($MODELS/afile is a file)",
         args=("--tracking-uri", "file://$MODELS/afile/runs"),
     ),
+    # --- the Ray cluster ------------------------------------------------------------------
+    case(
+        "ray_cluster_unreachable",  # ray.init would retry this address for minutes
+        "no Ray cluster answers at 127.0.0.1:$PORT",
+        args=("--address", "127.0.0.1:$PORT"),
+    ),
+    case(
+        "ray_address_without_port",
+        "--address 'headnode': expected host:port of a Ray cluster's head",
+        args=("--address", "headnode"),
+    ),
     # --- the Optuna study's storage ---------------------------------------------------------
     case(
         "optuna_storage_not_a_url",
