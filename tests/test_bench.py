@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from bench.common import append_row, fixed_train_values, read_rows
+from bench.overhead import report, schedule
 from bench.search import compare, load_table, search_hypervolume
 from search.config import Fixed, config_from_dict
 from search.pareto import hypervolume
@@ -71,3 +72,22 @@ def test_benchmarks_refuse_a_searched_training_setting():
         fixed_train_values(config)
     fixed = replace(config, train=replace(config.train, learning_rate=Fixed(1e-3)))
     assert fixed_train_values(fixed)["learning_rate"] == 1e-3
+
+
+def test_the_schedule_starts_each_trial_on_the_first_free_slot():
+    assert schedule([10.0, 10.0, 10.0, 10.0], 2) == 20.0
+    # 6 and 4 start together; 3 follows the 4 (ends at 7), 3 more follows the 6 (ends at 9).
+    assert schedule([6.0, 4.0, 3.0, 3.0], 2) == 9.0
+    assert schedule([5.0, 1.0], 1) == 6.0
+
+
+def test_the_overhead_report_puts_the_target_ratio_first():
+    lines = report(
+        prep=10.0, loop=[60.0, 40.0, 30.0, 30.0], wall=88.0, swept=[66, 44, 33, 33], slots=2
+    )
+    assert "= 1.100  (target <= 1.10: met)" in lines[2]
+    # 10 s preparation + the schedule: 60 | 40 + 30, then the last 30 after the 60: 10 + 90
+    assert lines[3].endswith("= 0.880")
+    assert lines[4].endswith("= 1.100")
+    slower = report(prep=10.0, loop=[60.0, 40.0, 30.0, 30.0], wall=89.0, swept=[1.0], slots=2)
+    assert "NOT met" in slower[2]
