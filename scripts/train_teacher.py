@@ -24,7 +24,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -594,6 +594,22 @@ python scripts/make_dataset.py ...        # see trainables/demo/data/DATA_CARD.m
 {command(config)}    # trains in .teacher-work/ (resumable), exports, evaluates
 {command(config)} --export-only   # re-export the latest checkpoint
 python scripts/eval_teacher.py --model trainables/demo/teacher --split test{limit_flag}
+```
+{by_steps_note(config, recipe)}"""
+
+
+def by_steps_note(config: TeacherConfig, recipe: dict[str, Any]) -> str:
+    """How to rerun a teacher that stopped on its time limit: by steps, on any machine."""
+    if config.max_minutes <= 0 or recipe["trained_steps"] >= config.steps:
+        return ""
+    by_steps = replace(config, steps=recipe["trained_steps"], max_minutes=0.0)
+    return f"""
+This run stopped on its {config.max_minutes}-minute limit, so its learning-rate decay and task
+curriculum followed this machine's speed, step for step. A rerun bounded by its step count
+instead decays over the same steps on any machine:
+
+```
+{command(by_steps)}
 ```
 """
 
