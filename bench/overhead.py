@@ -15,6 +15,7 @@ running side by side on a shared CPU costs each trial.
 
     python -m bench.overhead                              # the default budget, ~25 min here
     python -m bench.overhead --short                      # 150-step students, ~5 min
+    python -m bench.overhead --students 6+6,6+3,2+3,3+5,3+4,5+4,1+5,4+2   # 8 trials
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ SHORT = ["train.max_steps=150", "data.max_eval_examples=50", "train.eval_every=0
 TARGET = 1.10
 
 
-def loop_seconds(space: Path, overrides: list[str]) -> tuple[float, list[float]]:
+def loop_seconds(
+    space: Path, overrides: list[str], students: list[tuple[int, int]]
+) -> tuple[float, list[float]]:
     """Preparation time and each student's time, run one after another in this process."""
     config, prepared, prep = prepare_default(space, overrides)
     times = []
-    for encoder, decoder in STUDENTS:
+    for encoder, decoder in students:
         start = time.perf_counter()
         run_plain(config, prepared, trial_config(config, prepared, encoder, decoder))
         times.append(time.perf_counter() - start)
@@ -49,11 +52,13 @@ def loop_seconds(space: Path, overrides: list[str]) -> tuple[float, list[float]]
     return prep, times
 
 
-def sweep_seconds(space: Path, overrides: list[str], concurrency: int) -> tuple[float, list[float]]:
+def sweep_seconds(
+    space: Path, overrides: list[str], students: list[tuple[int, int]], concurrency: int
+) -> tuple[float, list[float]]:
     """Wall time of `shrink-sweep run` over the same students, from launch to exit, and each
     trial's time in it (its MLflow run's start to end), in the students' order."""
-    first = [{"encoder": e, "decoder": d, "strategy": "sft"} for e, d in STUDENTS]
-    sets = [*overrides, f"first={json.dumps(first)}", f"trials={len(STUDENTS)}"]
+    first = [{"encoder": e, "decoder": d, "strategy": "sft"} for e, d in students]
+    sets = [*overrides, f"first={json.dumps(first)}", f"trials={len(students)}"]
     sets.append(f"max_concurrent={concurrency}")
     with tempfile.TemporaryDirectory() as store:
         command = [sys.executable, "-m", "search.cli", "run", str(space), "--store", store]
@@ -66,6 +71,17 @@ def sweep_seconds(space: Path, overrides: list[str], concurrency: int) -> tuple[
         infos = [tracker.client.get_run(row["run_id"]).info for row in tracker.trial_rows()]
     infos.sort(key=lambda info: info.start_time)
     return wall, [(info.end_time - info.start_time) / 1000 for info in infos]
+
+
+def parse_students(text: str) -> list[tuple[int, int]]:
+    """ "6+6,4+3" -> [(6, 6), (4, 3)]."""
+    students = []
+    for pair in text.split(","):
+        encoder, plus, decoder = pair.strip().partition("+")
+        if not (plus and encoder.isdigit() and decoder.isdigit()):
+            raise argparse.ArgumentTypeError(f"{pair!r} is not ENCODER+DECODER, e.g. 6+3")
+        students.append((int(encoder), int(decoder)))
+    return students
 
 
 def schedule(times: list[float], slots: int) -> float:
@@ -101,11 +117,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", dest="overrides", default=[], help="KEY=VALUE")
     parser.add_argument("--short", action="store_true", help=f"first add {' '.join(SHORT)}")
     parser.add_argument("--concurrency", type=int, default=2, help="trials at a time (1 CPU each)")
+    parser.add_argument(
+        "--students", type=parse_students, default=list(STUDENTS),
+        help="ENCODER+DECODER layer counts, comma-separated (default: 6+6,4+3,2+3,3+2)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     overrides = [*(SHORT if args.short else []), *args.overrides]
-    print(f"{len(STUDENTS)} students, {args.concurrency} at a time; settings {overrides}")
-    prep, loop = loop_seconds(args.space, overrides)
-    wall, swept = sweep_seconds(args.space, overrides, args.concurrency)
+    print(f"{len(args.students)} students, {args.concurrency} at a time; settings {overrides}")
+    prep, loop = loop_seconds(args.space, overrides, args.students)
+    wall, swept = sweep_seconds(args.space, overrides, args.students, args.concurrency)
     print("\n".join(report(prep, loop, wall, swept, args.concurrency)))
 
 

@@ -3,13 +3,14 @@ before its ratios mean anything."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 from dataclasses import replace
 
 import pytest
 
 from bench.common import append_row, fixed_train_values, read_rows
-from bench.overhead import report, schedule
+from bench.overhead import parse_students, report, schedule
 from bench.search import compare, load_table, search_hypervolume
 from search.config import Fixed, config_from_dict
 from search.pareto import hypervolume
@@ -91,3 +92,9 @@ def test_the_overhead_report_puts_the_target_ratio_first():
     assert lines[4].endswith("= 1.100")
     slower = report(prep=10.0, loop=[60.0, 40.0, 30.0, 30.0], wall=89.0, swept=[1.0], slots=2)
     assert "NOT met" in slower[2]
+
+
+def test_students_are_read_as_layer_pairs():
+    assert parse_students("6+6, 4+3") == [(6, 6), (4, 3)]
+    with pytest.raises(argparse.ArgumentTypeError, match="'6-3' is not ENCODER"):
+        parse_students("6-3")
