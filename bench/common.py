@@ -11,6 +11,7 @@ from typing import Any
 from search.config import SweepConfig, load_config, param_values
 from search.preflight import Prepared, prepare
 from search.space import plan
+from search.tracking import Tracker
 from trainables.config import TrialConfig
 from trainables.trial import TrialResult, run_trial
 
@@ -60,6 +61,15 @@ def prepare_default(space: Path = DEFAULT_SPACE, overrides: list[str] = ()) -> t
     start = time.perf_counter()
     config = load_config(space, list(overrides))
     return config, prepare(config), time.perf_counter() - start
+
+
+def latest_sweep(tracker: Tracker) -> tuple[Any, list[tuple[dict[str, Any], Any]]]:
+    """The latest sweep's MLflow run in `tracker`, and each of its trials as (row, run info),
+    in the order they started."""
+    sweep = tracker.find_sweep()
+    tracker.sweep_run_id = sweep.info.run_id
+    trials = [(row, tracker.client.get_run(row["run_id"]).info) for row in tracker.trial_rows(None)]
+    return sweep, sorted(trials, key=lambda trial: trial[1].start_time)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

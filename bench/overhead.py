@@ -29,7 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import DEFAULT_SPACE, REPO, prepare_default, run_plain, trial_config
+from bench.common import (
+    DEFAULT_SPACE,
+    REPO,
+    latest_sweep,
+    prepare_default,
+    run_plain,
+    trial_config,
+)
 from search.config import load_config
 from search.tracking import Tracker, default_uri
 
@@ -66,11 +73,8 @@ def sweep_seconds(
         start = time.perf_counter()
         subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        tracker = Tracker(default_uri(Path(store)), load_config(space, sets).name)
-        tracker.sweep_run_id = tracker.find_sweep().info.run_id
-        infos = [tracker.client.get_run(row["run_id"]).info for row in tracker.trial_rows()]
-    infos.sort(key=lambda info: info.start_time)
-    return wall, [(info.end_time - info.start_time) / 1000 for info in infos]
+        _, trials = latest_sweep(Tracker(default_uri(Path(store)), load_config(space, sets).name))
+    return wall, [(info.end_time - info.start_time) / 1000 for _, info in trials]
 
 
 def parse_students(text: str) -> list[tuple[int, int]]:

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import DEFAULT_SPACE, REPO
+from bench.common import DEFAULT_SPACE, REPO, latest_sweep
 from search.config import load_config
 from search.tracking import Tracker, default_uri
 
@@ -108,20 +108,20 @@ def measure(space: Path, overrides: list[str]) -> Timeline:
 
 def read_timeline(tracker: Tracker, start: float, exited: float) -> Timeline:
     """The phases of the latest sweep in `tracker`, relative to `start` (epoch seconds)."""
-    sweep = tracker.find_sweep()
-    tracker.sweep_run_id = sweep.info.run_id
-    trials = []
-    for row in tracker.trial_rows(None):
-        info = tracker.client.get_run(row["run_id"]).info
-        times = (info.start_time / 1000 - start, info.end_time / 1000 - start)
-        trials.append(TrialTimes(*times, row["startup_seconds"]))
+    sweep, runs = latest_sweep(tracker)
+    trials = [
+        TrialTimes(
+            info.start_time / 1000 - start, info.end_time / 1000 - start, row["startup_seconds"]
+        )
+        for row, info in runs
+    ]
     if len(trials) < 2:
         raise RuntimeError(f"the sweep ran {len(trials)} trial(s); this benchmark needs two")
     return Timeline(
         prepare_seconds=sweep.data.metrics["prepare_seconds"],
         ray_start_seconds=sweep.data.metrics["ray_start_seconds"],
         recorded=sweep.info.start_time / 1000 - start,
-        trials=sorted(trials, key=lambda t: t.started),
+        trials=trials,
         exited=exited,
     )
 
