@@ -49,7 +49,7 @@ class Prepared:
     data: TokenizedData
     parent_layers: tuple[int, int]
     parent_params: int
-    seconds: float = 0.0  # what `prepare` took: checks, model load, tokenization
+    seconds: float = 0.0  # what `prepare` took: model load, tokenizing (and checks it ran)
 
 
 def check_inputs(config: SweepConfig) -> tuple[Any, Any]:

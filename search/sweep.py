@@ -236,9 +236,10 @@ def _drive(
         tracker, config, prepared.parent_layers, prepared.parent_params, progress, sweep
     )
     callback.finished_before = set(finished or ())
-    tracker.log_sweep_metrics({"prepare_seconds": prepared.seconds}, step=0)
-    if ray_seconds:
-        tracker.log_sweep_metrics({"ray_start_seconds": ray_seconds}, step=0)
+    startup = {"prepare_seconds": prepared.seconds}
+    if ray_seconds:  # 0: Ray was running already
+        startup["ray_start_seconds"] = ray_seconds
+    tracker.log_sweep_metrics(startup, step=0)
     try:
         stopper = FailureLimit(callback, max_failures)
         _tune(config, prepared, callback, stopper, paths, finished)

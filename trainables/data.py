@@ -394,9 +394,9 @@ def _cut_to_limit(
     Most sources of a summarization dataset are long, and tokenizing them a second time took
     as long as the first pass. The tokenizer's truncation keeps its special tokens and drops
     one content token (the last, or the first when it truncates on the left), at the same
-    position in every row, since all long rows have the same length. That position is read
-    off the first long row tokenized at the limit, and checked on a sample of the others; a
-    tokenizer that disagrees anywhere has every long row tokenized again at the limit.
+    position in every row, since all long rows have the same length. That position is the one
+    that, dropped, turns each of a sample of long rows into the same row tokenized at the
+    limit; if no position does, every long row is tokenized again at the limit.
     """
     if not long:
         return
