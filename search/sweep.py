@@ -172,6 +172,7 @@ def resume_sweep(
     # each into its old run; one proposed after the last save is never run and stays stopped.
     for row in tracker.trial_rows("running"):
         tracker.end_trial(row["run_id"], "stopped")
+    tracker.settle_trials()  # a trial that ended just as the driver was killed
     finished = {r["trial"]: _metrics(r) for r in tracker.trial_rows("finished")}
     _echo(progress, f"resuming sweep {name}: {config.trials} trials, tracking {uri}")
     limit = max_failures or failure_limit(config.trials)

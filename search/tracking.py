@@ -267,6 +267,21 @@ class Tracker:
         self.client.set_tag(run_id, OUTCOME_TAG, outcome)
         self.client.set_terminated(run_id, _STATUS[outcome])
 
+    def settle_trials(self) -> int:
+        """End the trial runs that a crash cut off between their outcome and their status.
+
+        `end_trial` writes the outcome tag first, so a run whose outcome has ended while its
+        status still says RUNNING ended as its outcome says. Returns how many were settled.
+        """
+        query = f"tags.`{PARENT_TAG}` = '{self.sweep_run_id}' and attributes.status = 'RUNNING'"
+        settled = 0
+        for run in _all_runs(self.client, self.experiment_id, query):
+            outcome = run.data.tags.get(OUTCOME_TAG)
+            if outcome in _STATUS:
+                self.client.set_terminated(run.info.run_id, _STATUS[outcome])
+                settled += 1
+        return settled
+
     def trial_rows(self, outcome: str | None = "finished") -> list[dict[str, Any]]:
         """Every trial of the sweep as a flat row: id, params, last metrics, outcome, run id."""
         query = f"tags.`{PARENT_TAG}` = '{self.sweep_run_id}'"

@@ -1,0 +1,21 @@
+"""`Tracker`: what a crash leaves in MLflow, and how a resume settles it."""
+
+from __future__ import annotations
+
+from search.tracking import OUTCOME_TAG, Tracker, default_uri
+
+
+def test_settle_trials_ends_runs_cut_off_between_outcome_and_status(tmp_path):
+    tracker = Tracker(default_uri(tmp_path), "tiny", tmp_path / "artifacts")
+    tracker.start_sweep("tiny-sweep", {}, {})
+    runs = {name: tracker.start_trial(name, {}, {}) for name in ("done", "cut", "failed", "live")}
+    tracker.end_trial(runs["done"], "finished")
+    # A SIGKILL between end_trial's two writes: the outcome is written, the status is not.
+    tracker.client.set_tag(runs["cut"], OUTCOME_TAG, "finished")
+    tracker.client.set_tag(runs["failed"], OUTCOME_TAG, "failed")
+
+    assert tracker.settle_trials() == 2
+
+    status = {name: tracker.client.get_run(run).info.status for name, run in runs.items()}
+    assert status == {"done": "FINISHED", "cut": "FINISHED", "failed": "FAILED", "live": "RUNNING"}
+    assert tracker.settle_trials() == 0
