@@ -162,3 +162,16 @@ def test_validate_checks_the_file_the_model_and_the_data(tmp_path, tiny_t5_path,
     assert cli.main(["validate", str(space), *no_column]) == cli.BAD_INPUT
     assert "no column(s) synopsis" in capsys.readouterr().err
     assert not (tmp_path / "mlflow").exists()
+
+
+def test_the_command_exits_with_its_code_and_all_of_its_output(tmp_path, tiny_t5_path):
+    """`entry` ends the process without the interpreter's teardown: what the command wrote to
+    a pipe (block-buffered) must still arrive, and the exit code must be the command's."""
+    space = write_space(tmp_path, tiny_t5_path)
+    done = shrink_sweep("validate", str(space), cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, f"{space}: ok\n")
+    done = shrink_sweep(
+        "validate", str(space), "--set", "data.summary_column=synopsis", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "no column(s) synopsis" in done.stderr
