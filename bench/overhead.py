@@ -16,6 +16,7 @@ running side by side on a shared CPU costs each trial.
     python -m bench.overhead                              # the default budget, ~25 min here
     python -m bench.overhead --short                      # 150-step students, ~5 min
     python -m bench.overhead --students 6+6,6+3,2+3,3+4,5+4,1+5,3+5,4+3   # 8 trials, ~30 min
+    # 16 trials, ~55 min: those 8 and 2+2,5+6,4+5,3+3,6+2,1+3,4+4,2+5 (bench/README.md)
 """
 
 from __future__ import annotations
