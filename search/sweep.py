@@ -170,9 +170,7 @@ def resume_sweep(
     tracker.resume_sweep(run.info.run_id)
     # Runs the crash left running were cut off. Tune reruns the trials its saved state knows,
     # each into its old run; one proposed after the last save is never run and stays stopped.
-    for row in tracker.trial_rows("running"):
-        tracker.end_trial(row["run_id"], "stopped")
-    tracker.settle_trials()  # a trial that ended just as the driver was killed
+    tracker.settle_trials()
     finished = {r["trial"]: _metrics(r) for r in tracker.trial_rows("finished")}
     _echo(progress, f"resuming sweep {name}: {config.trials} trials, tracking {uri}")
     limit = max_failures or failure_limit(config.trials)
@@ -267,8 +265,7 @@ def _close(
     message: str = "",
 ) -> SweepSummary:
     """Mark trials that did not end as stopped, write the front, and end the sweep's run."""
-    for row in tracker.trial_rows("running"):
-        tracker.end_trial(row["run_id"], "stopped")
+    tracker.settle_trials()
     rows, hv = update_front(tracker, config, parent_params)
     tracker.end_sweep(outcome)
     failed = len(tracker.trial_rows("failed"))

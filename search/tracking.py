@@ -268,19 +268,21 @@ class Tracker:
         self.client.set_terminated(run_id, _STATUS[outcome])
 
     def settle_trials(self) -> int:
-        """End the trial runs that a crash cut off between their outcome and their status.
+        """End every trial run still open: those left running are stopped, and those a crash
+        cut off between `end_trial`'s two writes get the status their outcome names.
 
         `end_trial` writes the outcome tag first, so a run whose outcome has ended while its
         status still says RUNNING ended as its outcome says. Returns how many were settled.
         """
         query = f"tags.`{PARENT_TAG}` = '{self.sweep_run_id}' and attributes.status = 'RUNNING'"
-        settled = 0
-        for run in _all_runs(self.client, self.experiment_id, query):
+        runs = _all_runs(self.client, self.experiment_id, query)
+        for run in runs:
             outcome = run.data.tags.get(OUTCOME_TAG)
             if outcome in _STATUS:
                 self.client.set_terminated(run.info.run_id, _STATUS[outcome])
-                settled += 1
-        return settled
+            else:
+                self.end_trial(run.info.run_id, "stopped")
+        return len(runs)
 
     def trial_rows(self, outcome: str | None = "finished") -> list[dict[str, Any]]:
         """Every trial of the sweep as a flat row: id, params, last metrics, outcome, run id."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from search.tracking import OUTCOME_TAG, Tracker, default_uri
 
 
-def test_settle_trials_ends_runs_cut_off_between_outcome_and_status(tmp_path):
+def test_settle_trials_stops_running_runs_and_ends_those_cut_off_mid_write(tmp_path):
     tracker = Tracker(default_uri(tmp_path), "tiny", tmp_path / "artifacts")
     tracker.start_sweep("tiny-sweep", {}, {})
     runs = {name: tracker.start_trial(name, {}, {}) for name in ("done", "cut", "failed", "live")}
@@ -14,8 +14,17 @@ def test_settle_trials_ends_runs_cut_off_between_outcome_and_status(tmp_path):
     tracker.client.set_tag(runs["cut"], OUTCOME_TAG, "finished")
     tracker.client.set_tag(runs["failed"], OUTCOME_TAG, "failed")
 
-    assert tracker.settle_trials() == 2
+    assert tracker.settle_trials() == 3
 
     status = {name: tracker.client.get_run(run).info.status for name, run in runs.items()}
-    assert status == {"done": "FINISHED", "cut": "FINISHED", "failed": "FAILED", "live": "RUNNING"}
+    assert status == {"done": "FINISHED", "cut": "FINISHED", "failed": "FAILED", "live": "KILLED"}
+    outcomes = {
+        name: tracker.client.get_run(run).data.tags[OUTCOME_TAG] for name, run in runs.items()
+    }
+    assert outcomes == {
+        "done": "finished",
+        "cut": "finished",
+        "failed": "failed",
+        "live": "stopped",
+    }
     assert tracker.settle_trials() == 0
