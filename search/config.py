@@ -19,10 +19,12 @@ from typing import Any, Union
 
 import yaml
 
-STRATEGIES = ("sft", "alternate", "first", "last", "spread", "mask")
+from search.pareto import MODES
+from trainables.config import DataConfig, DecodingConfig, TrainConfig
+from trainables.layers import STRATEGIES
+
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 SCHEDULERS = ("fifo", "pareto")
-MODES = ("max", "min")
 # Metrics a trial reports that may serve as objectives.
 METRICS = (
     "rouge1",
@@ -92,26 +94,6 @@ def param_values(param: Param) -> list[Any] | None:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the data comes from and how it becomes model inputs."""
-
-    name: str | None = None  # a hub dataset, a local dataset dir, or "builtin:debian-descriptions"
-    config_name: str | None = None  # the hub dataset's configuration
-    files: dict[str, str] = field(default_factory=dict)  # split -> local jsonl/csv/parquet
-    train_split: str = "train"
-    eval_split: str = "validation"
-    source_column: str = "document"
-    summary_column: str = "summary"
-    source_template: str | None = None  # e.g. "{package}: {document}"; overrides source_column
-    source_prefix: str = ""  # T5's "summarize: "
-    max_source_length: int = 512
-    max_target_length: int = 64
-    truncate: bool = True  # False: a source longer than max_source_length is an error
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-
-
-@dataclass(frozen=True)
 class ObjectiveConfig:
     metric: str
     mode: str
@@ -126,32 +108,15 @@ class LayerSpaceConfig:
     strategy: Param = Fixed("sft")
 
 
-@dataclass(frozen=True)
-class TrainSpaceConfig:
-    """Fine-tuning hyperparameters; each may be fixed or searched."""
-
-    learning_rate: Param = Fixed(1e-3)
-    max_steps: Param = Fixed(100)
-    epochs: Param = Fixed(0.0)  # > 0 replaces max_steps with a number of passes over the data
-    batch_size: Param = Fixed(16)
-    warmup_ratio: Param = Fixed(0.0)
-    weight_decay: Param = Fixed(0.0)
-    gradient_accumulation_steps: Param = Fixed(1)
-    label_smoothing: Param = Fixed(0.0)
-    distill: Param = Fixed(0.0)  # weight of the base model's soft targets (distillation)
-    distill_temperature: Param = Fixed(2.0)
-    seed: Param = Fixed(0)
-    eval_every: Param = Fixed(0)  # steps between intermediate evaluations; 0 = only at the end
-
-
-@dataclass(frozen=True)
-class DecodingConfig:
-    """Generation settings used to score every trial."""
-
-    num_beams: int = 1
-    max_new_tokens: int = 64
-    no_repeat_ngram_size: int = 0
-    length_penalty: float = 1.0
+# The trial's fine-tuning settings, each of which may be fixed or searched: one field per
+# `TrainConfig` field, defaulting to that field's default, so the two can never drift apart.
+TrainSpaceConfig = dataclasses.make_dataclass(
+    "TrainSpaceConfig",
+    [(f.name, Param, field(default=Fixed(f.default))) for f in dataclasses.fields(TrainConfig)],
+    frozen=True,
+)
+TrainSpaceConfig.__module__ = __name__
+TrainSpaceConfig.__doc__ = "Fine-tuning settings (`TrainConfig`'s fields), each fixed or searched."
 
 
 @dataclass(frozen=True)
@@ -194,8 +159,8 @@ class SweepConfig:
         ObjectiveConfig("rougeL", "max"),
         ObjectiveConfig("params", "min"),
     )
-    train: TrainSpaceConfig = TrainSpaceConfig()
-    decoding: DecodingConfig = DecodingConfig()
+    train: TrainSpaceConfig = field(default_factory=TrainSpaceConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
     sampler: SamplerConfig = SamplerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     trials: int = 8
@@ -583,13 +548,6 @@ def _check_data(data: DataConfig, errors: list[str]) -> None:
 class _AnyColumn(dict):
     def __missing__(self, key: str) -> str:
         return ""
-
-
-def template_columns(template: str) -> list[str]:
-    """The column names a source template refers to, e.g. `{package}: {document}`."""
-    import string
-
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
 def _check_grid(config: SweepConfig, errors: list[str]) -> None:

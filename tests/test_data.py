@@ -18,8 +18,8 @@ from tiny import EOS_ID, TINY_DATA, tiny_tokenizer
 from transformers import BartConfig, T5Config
 
 import trainables
-from search.config import DataConfig
 from trainables import data as data_module
+from trainables.config import DataConfig
 from trainables.data import (
     DataError,
     TokenRows,

@@ -10,8 +10,7 @@ import torch
 from tiny import TINY_FILES, tiny_bart_dir, tiny_t5_dir
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from search.config import DataConfig, DecodingConfig
-from trainables.config import TrainConfig
+from trainables.config import DataConfig, DecodingConfig, TrainConfig
 from trainables.data import TokenizedData, TokenRows, load_splits, tokenize_splits
 from trainables.rouge import ROUGE_TYPES
 from trainables.train import (

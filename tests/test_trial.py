@@ -7,8 +7,7 @@ import time
 from tiny import TINY_FILES
 
 import trainables.trial
-from search.config import DataConfig, DecodingConfig
-from trainables.config import TrainConfig, TrialConfig
+from trainables.config import DataConfig, DecodingConfig, TrainConfig, TrialConfig
 from trainables.data import load_splits, tokenize_splits
 from trainables.trial import pack_base, run_trial
 

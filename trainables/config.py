@@ -1,8 +1,13 @@
-"""What one trial is told to do: concrete values, no search distributions, no torch."""
+"""What one trial is told to do: concrete values, no search distributions, no torch.
+
+These plain dataclasses are the whole contract between the sweep driver (`search/`) and a
+trial: `search.config` reads `space.yaml` into them, and nothing here knows of the driver.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import string
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -31,3 +36,38 @@ class TrialConfig:
     encoder_layers: tuple[int, ...]  # indices into the parent's encoder, ascending
     decoder_layers: tuple[int, ...]
     train: TrainConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it becomes model inputs."""
+
+    name: str | None = None  # a hub dataset, a local dataset dir, or "builtin:debian-descriptions"
+    config_name: str | None = None  # the hub dataset's configuration
+    files: dict[str, str] = field(default_factory=dict)  # split -> local jsonl/csv/parquet
+    train_split: str = "train"
+    eval_split: str = "validation"
+    source_column: str = "document"
+    summary_column: str = "summary"
+    source_template: str | None = None  # e.g. "{package}: {document}"; overrides source_column
+    source_prefix: str = ""  # T5's "summarize: "
+    max_source_length: int = 512
+    max_target_length: int = 64
+    truncate: bool = True  # False: a source longer than max_source_length is an error
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Generation settings used to score every trial."""
+
+    num_beams: int = 1
+    max_new_tokens: int = 64
+    no_repeat_ngram_size: int = 0
+    length_penalty: float = 1.0
+
+
+def template_columns(template: str) -> list[str]:
+    """The column names a source template refers to, e.g. `{package}: {document}`."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]

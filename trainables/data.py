@@ -21,7 +21,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from search.config import DataConfig, template_columns
+from trainables.config import DataConfig, template_columns
 
 BUILTIN_PREFIX = "builtin:"
 # Datasets shipped inside the package: name -> directory of {split}.jsonl.gz files.

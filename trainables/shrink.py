@@ -111,12 +111,9 @@ def shrink(
 
     The copy's config counts the kept layers, so `save_pretrained`/`from_pretrained` round-trip.
     Kept layers are renumbered 0..k-1 for the generation cache, and in T5-family models the
-    first kept block of each stack takes over the parent's relative position bias table.
-
-    Note: transformers 5.x sizes a T5 decoder's generation cache by the *encoder* layer count
-    (`num_layers`), so a T5 student with more decoder than encoder layers fails in
-    `generate(use_cache=True)`; pass `past_key_values=EncoderDecoderCache(DynamicCache(),
-    DynamicCache())` to generate with it.
+    first kept block of each stack takes over the parent's relative position bias table. The
+    config also names the decoder's count where transformers sizes the generation cache from
+    it (`size_cache_by_decoder`), so every student generates with transformers' default cache.
 
     Args:
         model: A seq2seq model of a supported architecture; it is not modified.
@@ -215,8 +212,38 @@ def _carry_relative_bias(donor: nn.Module, first: nn.Module) -> None:
                     setattr(target, table, getattr(source, table))
 
 
+def size_cache_by_decoder(config: PretrainedConfig) -> None:
+    """Make transformers size `generate()`'s default cache from the decoder's layer count.
+
+    transformers 5 sizes the cache from `config.get_text_config(decoder=True)`. For a flat
+    encoder-decoder config that copy renames `decoder_*` keys (`decoder_layers` becomes
+    `num_hidden_layers`), but a T5's decoder count is `num_decoder_layers`, so the copy keeps the
+    encoder's `num_layers`, and a T5 with more decoder than encoder layers overflows the cache
+    (IndexError in `generate`; `tests/test_shrink.py` has an xfail that notices an upstream
+    fix). A `decoder_layers` entry, which T5's own code never reads, makes the copy count the
+    decoder; BART-family configs have it already. The entry round-trips through config.json.
+
+    Args:
+        config: A config of a supported architecture, changed in place.
+
+    Raises:
+        UnsupportedModelError: The cache would still be sized wrongly (an architecture this
+            does not know how to fix).
+    """
+    _, n_decoder = layer_counts(config)
+    if arch_spec(config).decoder_key != "decoder_layers":
+        config.decoder_layers = n_decoder
+    sized = config.get_text_config(decoder=True).num_hidden_layers
+    if sized != n_decoder:
+        raise UnsupportedModelError(
+            f"transformers would size this {config.model_type} model's generation cache for "
+            f"{sized} layers, but its decoder has {n_decoder}"
+        )
+
+
 def _set_counts(model: PreTrainedModel, spec: ArchSpec, n_encoder: int, n_decoder: int) -> None:
     model.config.update({spec.encoder_key: n_encoder, spec.decoder_key: n_decoder})
+    size_cache_by_decoder(model.config)
     # T5 stacks hold private copies of the config in which `num_layers` counts that stack's own
     # blocks; BART-family stacks share model.config, which is already updated.
     for path, count in ((spec.encoder_layers, n_encoder), (spec.decoder_layers, n_decoder)):

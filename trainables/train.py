@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from search.config import DecodingConfig
-from trainables.config import TrainConfig
+from trainables.config import DecodingConfig, TrainConfig
 from trainables.data import TokenizedData
 from trainables.rouge import rouge_scores
 
@@ -457,9 +456,7 @@ def generate_summaries(
             indices = order[first : first + batch_size]
             rows = [input_ids[i] for i in indices]
             batch = make_batch(rows, None, tokenizer.pad_token_id, device)
-            output = model.generate(
-                **batch, generation_config=generation, past_key_values=_growing_cache(model)
-            )
+            output = model.generate(**batch, generation_config=generation)
             texts = tokenizer.batch_decode(output, skip_special_tokens=True)
             for i, text in zip(indices, texts, strict=True):
                 predictions[i] = text.strip()
@@ -467,20 +464,6 @@ def generate_summaries(
     seconds = time.perf_counter() - start
     model.train(was_training)
     return predictions, 1000.0 * seconds / max(1, len(input_ids))
-
-
-def _growing_cache(model: torch.nn.Module) -> Any:
-    """An empty cache that grows to as many decoder layers as there are.
-
-    transformers 5 sizes the default cache of a T5 from `num_layers`, the *encoder* count, so a
-    student with more decoder than encoder layers crashes in `generate` (BART was fixed
-    upstream in PR #40277, T5 not yet; `tests/test_shrink.py` has an xfail that notices the fix).
-    """
-    from transformers import DynamicCache, EncoderDecoderCache
-
-    if not model.config.is_encoder_decoder:
-        return None
-    return EncoderDecoderCache(DynamicCache(), DynamicCache())
 
 
 def evaluate_model(

@@ -1,7 +1,7 @@
 """What one trial does: shrink the base model, fine-tune it, score it, save it.
 
 `run_trial` is a plain function of `(TrialConfig, base model, data) -> TrialResult`; the few
-lines that adapt it to Ray Tune live in `search.sweep.tune_trial`. The base model travels to the
+lines that adapt it to Ray Tune live in `search.trainable`. The base model travels to the
 trial as the bytes of its saved directory (`PackedModel`), so trials on other nodes need no shared
 filesystem and each gets a private, writable copy; a trial's weights go back to the driver the same
 way.
@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.config import DecodingConfig
-from trainables.config import TrialConfig
+from trainables.config import DecodingConfig, TrialConfig
 
 BUILTIN_MODELS = {"builtin:debian-teacher": Path(__file__).parent / "demo" / "teacher"}
 # A hub id is "name" or "org/name"; anything else that is not a directory is a missing path.
@@ -243,63 +242,3 @@ def run_trial(
         step=stats.steps,
     )
     return TrialResult(metrics, config.encoder_layers, config.decoder_layers)
-
-
-def tune_trial(
-    params: dict[str, Any],
-    *,
-    base: PackedModel,
-    data: Any,
-    decoding: DecodingConfig,
-    parent_layers: tuple[int, int],
-    receiver: Any = None,
-    finished: dict[str, dict[str, float]] | None = None,
-) -> None:
-    """Ray Tune's entry point for one trial: plan it, run it, send its weights, report.
-
-    It lives here, not in `search/`, so that a trial worker imports only what a trial needs.
-
-    Every report carries `node`, the Ray node id: Ray's own `node_ip` is the same for every
-    node of one machine, so it cannot say where a trial ran.
-
-    Args:
-        receiver: the driver's `search.weights.WeightsReceiver` actor, or None to keep no
-            weights. The weights travel to it as bytes, not as a Tune checkpoint: Ray persists
-            a checkpoint to `storage_path`, which a node without a shared disk cannot reach.
-            The last report's `weights` is where the driver keeps them.
-        finished: metrics of trials that MLflow records as finished, given when a sweep is
-            resumed. Ray's experiment state is saved every few seconds, so a trial can finish
-            after the last save and before a crash; it is replayed from its record, not rerun.
-    """
-    import ray
-    from ray import tune
-
-    from search.space import plan
-
-    trial_id = tune.get_context().get_trial_id()
-    replay = (finished or {}).get(trial_id)
-    if replay is not None:
-        tune.report({**replay, "final": 1, "replayed": 1})
-        return
-    trial_config = plan(params, parent_layers)
-    resources = tune.get_context().get_trial_resources().required_resources
-    node = ray.get_runtime_context().get_node_id()
-
-    def report(metrics: dict[str, float]) -> None:
-        tune.report({**metrics, "node": node})
-
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run_trial(
-            trial_config,
-            base,
-            data,
-            decoding,
-            report=report,
-            save_dir=Path(tmp) / "model",
-            threads=max(1, int(resources.get("CPU", 1))),
-        )
-        weights = {}
-        if receiver is not None:
-            packed = PackedModel.from_directory(trial_id, Path(tmp) / "model")
-            weights["weights"] = ray.get(receiver.save.remote(trial_id, packed))
-    tune.report({**result.metrics, "final": 1, "node": node, **weights})
