@@ -16,7 +16,6 @@ from typing import Any
 
 from search.config import ConfigError, SweepConfig, param_values
 from trainables.data import (
-    DataError,
     TokenizedData,
     check_source_length,
     load_splits,
@@ -219,14 +218,3 @@ def prepare(config: SweepConfig, inputs: tuple[Any, Any] | None = None) -> Prepa
         parent_params=count_parameters(model).total,
         seconds=time.perf_counter() - start,
     )
-
-
-__all__ = [
-    "DataError",
-    "ModelError",
-    "Prepared",
-    "check_inputs",
-    "check_ray_address",
-    "check_resources",
-    "prepare",
-]

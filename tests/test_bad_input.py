@@ -608,7 +608,7 @@ def store_rows(store: Path) -> dict[str, int]:
     return {"runs": runs, "experiments": experiments, "studies": studies}
 
 
-# --- a check the driver does not call yet ----------------------------------------------------
+# --- a check made once Ray knows the machine, called here on its own ------------------------
 
 
 def test_a_trial_larger_than_this_machine_is_refused(models: Path) -> None:

@@ -1,22 +1,10 @@
-"""ROUGE against hand-computed values, label decoding, and the offline `evaluate` module."""
+"""ROUGE against hand-computed values, and rougeLsum's sentence splitting."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import evaluate
 import pytest
-from tiny import EOS_ID, PAD_ID, tiny_tokenizer
 
-import trainables
-from trainables.rouge import ROUGE_TYPES, decode_labels, rouge_scores, split_sentences
-
-METRIC_DIR = Path(trainables.__file__).parent / "rouge_metric"
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    return tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+from trainables.rouge import ROUGE_TYPES, rouge_scores, split_sentences
 
 
 def test_identical_strings_score_100():
@@ -69,23 +57,3 @@ def test_split_sentences_keeps_abbreviations_and_versions_whole():
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         rouge_scores(["a", "b"], ["a"])
-
-
-def test_decode_labels_replaces_label_padding(tokenizer):
-    ids = tokenizer("flexible library", add_special_tokens=False)["input_ids"]
-    labels = [[*ids, EOS_ID, -100, -100], [ids[0], EOS_ID, -100, -100, -100]]
-    decoded = decode_labels(tokenizer, labels)
-    expected = tokenizer.batch_decode(
-        [[*ids, EOS_ID, PAD_ID, PAD_ID], [ids[0], EOS_ID]], skip_special_tokens=True
-    )
-    assert decoded == expected
-    assert decoded[0] == "flexible library"
-
-
-def test_evaluate_load_of_the_local_module_matches_rouge_scores():
-    predictions = ["the cats are running", "The dog ran. The cat sat.", "hello"]
-    references = ["a cat runs", "The cat sat. The dog ran.", "goodbye"]
-    for path in (METRIC_DIR, METRIC_DIR / "rouge_metric.py"):
-        metric = evaluate.load(str(path))
-        result = metric.compute(predictions=predictions, references=references)
-        assert result == pytest.approx(rouge_scores(predictions, references))

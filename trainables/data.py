@@ -22,6 +22,7 @@ import datasets
 import numpy as np
 
 from trainables.config import DataConfig, template_columns
+from trainables.hub import check_on_hub
 
 BUILTIN_PREFIX = "builtin:"
 # Datasets shipped inside the package: name -> directory of {split}.jsonl.gz files.
@@ -49,8 +50,8 @@ def load_splits(data: DataConfig) -> datasets.DatasetDict:
         data: Where the data lives (`name` or `files`) and which splits and columns to use.
 
     Returns:
-        A `DatasetDict` with exactly the splits "train" and "eval", each cut to the first
-        `max_train_examples` / `max_eval_examples` rows when those are set.
+        A `DatasetDict` with exactly the splits "train" and "eval", each cut to a seeded
+        sample of `max_train_examples` / `max_eval_examples` rows when those are set.
 
     Raises:
         DataError: The dataset or a file is not found, a split does not exist or is empty,
@@ -135,7 +136,7 @@ def _load_named(
     if not Path(name).is_dir():
         if _looks_like_path(name):
             raise DataError(f"dataset directory not found: {name}")
-        _check_on_hub(name)
+        check_on_hub(name, "dataset", DataError)
     try:  # split names come from metadata, so a wrong split fails before any download
         available = datasets.get_dataset_split_names(name, config_name)
     except datasets.inspect.SplitsNotFoundError:
@@ -169,32 +170,6 @@ def _check_splits(name: str, available: list[str], wanted: dict[str, str]) -> No
 def _looks_like_path(name: str) -> bool:
     """Hub names are `dataset` or `owner/dataset`; anything else is meant as a directory."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
-def _check_on_hub(name: str) -> None:
-    """Fail in a second when a Hub dataset does not exist or the Hub is out of reach.
-
-    `load_dataset` retries an unreachable Hub for about half a minute before giving up; one
-    metadata request answers the same question at once. Offline mode (HF_HUB_OFFLINE=1)
-    skips the check so that a cached copy can be used.
-    """
-    import huggingface_hub
-    from huggingface_hub import constants, errors
-
-    if constants.HF_HUB_OFFLINE:
-        return
-    try:
-        huggingface_hub.dataset_info(name, timeout=10)
-    except errors.RepositoryNotFoundError:
-        raise DataError(
-            f"dataset {name!r} not found: not a local directory, and the Hub has no such "
-            "dataset (or it is private or gated: log in with `hf auth login`)"
-        ) from None
-    except Exception as err:
-        raise DataError(
-            f"cannot reach the Hub to load dataset {name!r} ({type(err).__name__}: {err}); "
-            "set HF_HUB_OFFLINE=1 to use a cached copy"
-        ) from None
 
 
 def needed_columns(data: DataConfig) -> list[str]:
@@ -315,8 +290,8 @@ def tokenize_splits(
         DataError: A source or summary is null, or `data.truncate` is False and a source is
             longer than `max_source_length`.
     """
-    train_ids, train_cut = _tokenize_sources(splits["train"], tokenizer, data, "train")
-    eval_ids, eval_cut = _tokenize_sources(splits["eval"], tokenizer, data, "eval")
+    train_ids, train_cut = tokenize_sources(splits["train"], tokenizer, data, "train")
+    eval_ids, eval_cut = tokenize_sources(splits["eval"], tokenizer, data, "eval")
     train_summaries = _column_text(splits["train"], data.summary_column, "train")
     eval_summaries = _column_text(splits["eval"], data.summary_column, "eval")
     return TokenizedData(
@@ -363,13 +338,26 @@ def _column_text(dataset: datasets.Dataset, column: str, split: str) -> list[str
     return [str(v) for v in values]
 
 
-def _tokenize_sources(
-    dataset: datasets.Dataset, tokenizer: Any, data: DataConfig, split: str
+def tokenize_sources(
+    dataset: datasets.Dataset, tokenizer: Any, data: DataConfig, split: str = ""
 ) -> tuple[TokenRows, int]:
-    """Token ids of the sources and how many were truncated.
+    """Token ids of one split's sources, cut to `max_source_length`, and how many were cut.
 
     Tokenizing to one token past the limit finds the long sources (without the tokenizer's
     "sequence too long" warning); `_cut_to_limit` then cuts them to the limit.
+
+    Args:
+        dataset: One split.
+        tokenizer: A Hugging Face tokenizer; its special tokens are added.
+        data: The data configuration (template, prefix, `max_source_length`, `truncate`).
+        split: The split's name, for messages.
+
+    Returns:
+        The token ids of every row's source, and the number of sources truncated.
+
+    Raises:
+        DataError: A source column holds a null value, or `data.truncate` is False and a
+            source is longer than `max_source_length`.
     """
     texts = source_texts(dataset, data, split)
     limit = data.max_source_length

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
 from rouge_score import rouge_scorer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -69,17 +67,3 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
             totals[key] += scores[key].fmeasure
     return {key: 100.0 * total / len(predictions) for key, total in totals.items()}
 
-
-def decode_labels(tokenizer: Any, label_ids: Any) -> list[str]:
-    """Decode label ids to text, as `run_summarization.py` does for references.
-
-    Args:
-        tokenizer: A Hugging Face tokenizer with `pad_token_id` and `batch_decode`.
-        label_ids: A 2-D array (or list of lists) of label ids, padded with -100.
-
-    Returns:
-        One string per row, special tokens removed.
-    """
-    # -100 marks positions the loss ignores; it is no token id and would break decoding.
-    rows = [np.where(np.asarray(row) == -100, tokenizer.pad_token_id, row) for row in label_ids]
-    return tokenizer.batch_decode([row.tolist() for row in rows], skip_special_tokens=True)

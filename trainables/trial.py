@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.config import DecodingConfig, TrialConfig
+from trainables.hub import check_on_hub
 
 BUILTIN_MODELS = {"builtin:debian-teacher": Path(__file__).parent / "demo" / "teacher"}
 # A hub id is "name" or "org/name"; anything else that is not a directory is a missing path.
@@ -88,7 +89,7 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
     elif not _HUB_ID.match(location):
         raise ModelError(f"model {name_or_path!r}: no such directory")
     else:
-        _check_model_on_hub(name_or_path)
+        check_on_hub(name_or_path, "model", ModelError)
     try:
         config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -99,32 +100,6 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
             f"model {name_or_path!r} is a {config.model_type!r} model, not an encoder-decoder"
         )
     return config
-
-
-def _check_model_on_hub(name: str) -> None:
-    """Fail in a second when a Hub model does not exist or the Hub is out of reach.
-
-    `from_pretrained` retries an unreachable Hub for about half a minute and then only says
-    it could not connect; one metadata request tells a missing model from a missing network.
-    Offline mode (HF_HUB_OFFLINE=1) skips the check so that a cached copy can be used.
-    """
-    import huggingface_hub
-    from huggingface_hub import constants, errors
-
-    if constants.HF_HUB_OFFLINE:
-        return
-    try:
-        huggingface_hub.model_info(name, timeout=10)
-    except errors.RepositoryNotFoundError:
-        raise ModelError(
-            f"model {name!r} not found: not a local directory, and the Hub has no such model "
-            "(or it is private or gated: log in with `hf auth login`)"
-        ) from None
-    except Exception as err:
-        raise ModelError(
-            f"cannot reach the Hub to load model {name!r} ({type(err).__name__}: {err}); "
-            "set HF_HUB_OFFLINE=1 to use a cached copy"
-        ) from None
 
 
 def load_base(name_or_path: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
