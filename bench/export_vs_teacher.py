@@ -23,10 +23,12 @@ import torch
 
 from bench.common import DEFAULT_SPACE, REPO
 from search.config import load_config
-from search.export import eval_data, load_int8, weights_mb
+from search.export.int8 import load_int8
+from search.export.ship import eval_data
 from trainables.shrink import count_parameters
 from trainables.train import evaluate_model, generate_summaries
 from trainables.trial import load_base, resolve_model
+from trainables.trial import size_on_disk_mb as weights_mb
 
 
 def export_knee(store: Path, sweep: str | None, space: Path, out: Path) -> None:

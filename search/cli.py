@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_bad_input(err: Exception) -> bool:
-    from search.export import ExportError
+    from search.export.errors import ExportError
     from search.tracking import TrackingError
     from trainables.data import DataError
     from trainables.trial import ModelError
@@ -136,7 +136,10 @@ def export(args: argparse.Namespace) -> int:
     it wrote and re-scores it on the sweep's evaluation data (fp32 within 0.5 ROUGE-L of the
     trial, else it fails), measures the int8 variant, and registers the model in MLflow.
     """
-    from search.export import export_trial, front_rows, pick_trial, report_lines
+    from search.export.card import report_lines
+    from search.export.pick import pick_trial
+    from search.export.ship import export_trial
+    from search.front import front_rows
 
     config, tracker, run = _open_sweep(args)
     rows = tracker.trial_rows("finished")

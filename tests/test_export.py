@@ -7,6 +7,7 @@ Ray, which takes a minute to start; the slow test runs the real `shrink-sweep ru
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
@@ -14,10 +15,12 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
+import transformers
 import yaml
 from mlflow.tracking import MlflowClient
 from test_sweep import write_space as write_tiny_space
@@ -31,22 +34,15 @@ from transformers import (
 
 from search import cli
 from search.config import load_config
-from search.export import (
-    INT8_DIR,
-    INT8_WEIGHTS,
-    ExportError,
-    fit_cache_to_decoder,
-    load_int8,
-    pick_trial,
-    quantize_int8,
-    save_int8,
-    weights_mb,
-)
+from search.export.errors import ExportError
+from search.export.int8 import INT8_DIR, INT8_WEIGHTS, load_int8, quantize_int8, save_int8
+from search.export.model_dir import PIPELINE_FILE, fit_cache_to_decoder
+from search.export.pick import pick_trial
 from search.pareto import knee
 from search.preflight import prepare
 from search.space import plan
 from search.tracking import Tracker, default_uri
-from trainables.trial import run_trial
+from trainables.trial import run_trial, size_on_disk_mb
 
 OBJECTIVES = [("rougeL", "max"), ("params", "min")]
 # A made-up sweep: t1..t4 form the front, t5 is dominated by t2.
@@ -57,6 +53,7 @@ FRONT = [
     {"trial": "t4", "rougeL": 10.0, "params": 10.0},
     {"trial": "t5", "rougeL": 35.0, "params": 80.0},
 ]
+REPO = Path(__file__).resolve().parents[1]
 SOURCE = "libfoo: libfoo is a small library for reading and writing PNG images."
 
 
@@ -169,7 +166,7 @@ def test_int8_reloads_smaller_and_close_to_fp32(tmp_path, family):
     state = torch.load(path / INT8_DIR / INT8_WEIGHTS, weights_only=False)
     # The tied token table is stored once, as the LM head's int8 weights.
     assert not [k for k in state if "shared" in k or "embed_tokens" in k]
-    assert (path / INT8_DIR / INT8_WEIGHTS).stat().st_size < weights_mb(path) * 1e6
+    assert (path / INT8_DIR / INT8_WEIGHTS).stat().st_size < size_on_disk_mb(path) * 1e6
     decoder_input_ids = torch.zeros(2, 3, dtype=torch.long)
     with torch.no_grad():
         int8 = reloaded(**inputs, decoder_input_ids=decoder_input_ids).logits
@@ -211,6 +208,21 @@ def test_int8_quantizes_untied_and_scaled_embeddings(tmp_path):
     assert not [k for k in state if k.endswith("embed_tokens.weight")]  # no fp32 table left
     assert "model.encoder.embed_positions.weight" in state  # position tables stay fp32
     assert (int8.logits - fp32).abs().max() < 0.1 * fp32.abs().max()
+
+
+def test_shipped_pipeline_is_a_module_that_imports_only_transformers():
+    # It runs inside the export directory through trust_remote_code, where only transformers is.
+    source = resources.files("search.export").joinpath(PIPELINE_FILE).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or "").split(".")[0])
+    assert imported == {"transformers"}
+    from search.export.summarization_pipeline import SummarizationPipeline
+
+    assert issubclass(SummarizationPipeline, transformers.Pipeline)
 
 
 # --- the round trip on a tiny sweep --------------------------------------------------------
@@ -317,6 +329,8 @@ def test_export_writes_a_complete_directory(exported):
     config = json.loads((directory / "config.json").read_text())
     assert config["decoder_layers"] == 3 and config["num_layers"] < 3  # the deeper decoder
     assert "summarization" in config["custom_pipelines"]
+    shipped = resources.files("search.export").joinpath(PIPELINE_FILE).read_bytes()
+    assert (directory / PIPELINE_FILE).read_bytes() == shipped
     assert os.listdir(directory.parent) == ["model"]  # no partial directory left behind
     assert f"exporting trial {exported['trial']}: the " in exported["stdout"]
     umask = os.umask(0)
@@ -364,8 +378,38 @@ def test_int8_variant_reloads_generates_and_is_smaller(exported):
     with torch.no_grad():
         output = model.generate(**tokenizer([SOURCE], return_tensors="pt"))
     assert output.shape[1] > 1
-    assert (directory / INT8_DIR / INT8_WEIGHTS).stat().st_size < weights_mb(directory) * 1e6
+    assert (directory / INT8_DIR / INT8_WEIGHTS).stat().st_size < size_on_disk_mb(directory) * 1e6
     assert "int8 weights are" in exported["stdout"] and "drop" in exported["stdout"]
+
+
+def test_card_loads_int8_without_the_exporter(exported):
+    # The card's int8 snippet, run as a user would beside the directory: it needs the int8
+    # module alone, not the exporter (picking, card, MLflow).
+    card = (exported["dir"] / "README.md").read_text()
+    snippet = card.split("```python\n")[2].split("```")[0]
+    assert "from search.export.int8 import load_int8" in snippet
+    code = f"""{snippet}
+import json, sys, torch
+with torch.no_grad():
+    output = model.generate(**tokenizer([{SOURCE!r}], return_tensors="pt"), max_new_tokens=4)
+print(json.dumps({{"length": output.shape[1], "modules": sorted(sys.modules)}}))
+"""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=exported["dir"].parent,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["length"] > 1
+    exporter = ["search.export." + m for m in ("ship", "pick", "card", "model_dir", "staging")]
+    assert not set(answer["modules"]) & {*exporter, "search.tracking", "mlflow", "ray"}
+    assert "search.export.int8" in answer["modules"]
 
 
 def test_mlflow_registers_the_version_with_its_alias(exported, sweep):

@@ -1,0 +1,137 @@
+"""What an export tells people: the model card (README.md of the export directory, filled in
+from the template `card.md` beside this file) and the lines the CLI prints when it is done."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from importlib import resources
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+from search.console import cell
+from search.export.int8 import INT8_DIR, INT8_WEIGHTS, load_int8
+from search.export.model_dir import PIPELINE_FILE
+
+if TYPE_CHECKING:
+    from search.config import DecodingConfig, SweepConfig
+    from search.export.ship import ExportResult
+
+CARD_TEMPLATE = "card.md"
+INT8_TARGET = 0.30  # int8 weights on disk as a share of fp32
+SCORES = (
+    ("rouge1", "ROUGE-1"),
+    ("rouge2", "ROUGE-2"),
+    ("rougeL", "ROUGE-L"),
+    ("rougeLsum", "ROUGE-Lsum"),
+    ("eval_loss", "eval loss"),
+    ("latency_ms", "latency (ms per example)"),
+    ("size_mb", "weights on disk (MB)"),
+)
+
+
+def report_lines(result: ExportResult) -> list[str]:
+    """What the CLI prints once an export is done: sizes, scores, the registered version."""
+    fp32, int8 = result.fp32, result.int8
+    recorded = float(result.pick.row["rougeL"])
+    drop = fp32["rougeL"] - int8["rougeL"]
+    target = "" if result.int8_ratio <= INT8_TARGET else f", above the {INT8_TARGET:.0%} target"
+    return [
+        f"wrote {result.directory}",
+        f"  fp32  ROUGE-L {fp32['rougeL']:6.2f} (the sweep recorded {recorded:.2f})  "
+        f"{fp32['size_mb']:8.2f} MB  {fp32['latency_ms']:7.1f} ms/example",
+        f"  int8  ROUGE-L {int8['rougeL']:6.2f} (drop {drop:.2f} points)        "
+        f"{int8['size_mb']:8.2f} MB  {int8['latency_ms']:7.1f} ms/example",
+        f"  int8 weights are {result.int8_ratio:.1%} of fp32 on disk "
+        f"(fp32/int8 = {1 / result.int8_ratio:.1f}x{target})",
+        f"registered {result.model_name} version {result.version}",
+        f'try it: pipeline("summarization", model="{result.directory}", trust_remote_code=True)',
+    ]
+
+
+def model_card(result: ExportResult, config: SweepConfig) -> str:
+    """The README.md of an export directory: what the model is, how good, how to use it."""
+    template = resources.files(__package__).joinpath(CARD_TEMPLATE).read_text(encoding="utf-8")
+    return Template(template).substitute(
+        **_about(result),
+        **_use(config),
+        **_evaluation(result, config),
+        training_table=_training_table(result.pick.row),
+        objectives=", ".join(f"{o.metric} ({o.mode})" for o in config.objectives),
+        front_table=_front_table(result, [o.metric for o in config.objectives]),
+        pipeline_file=PIPELINE_FILE,
+        int8_dir=INT8_DIR,
+        int8_weights=INT8_WEIGHTS,
+        int8_module=load_int8.__module__,
+    )
+
+
+def _about(result: ExportResult) -> dict[str, Any]:
+    row, info = result.pick.row, result.sweep
+    return {
+        "name": result.directory.name,
+        "base_model": info.base_model,
+        "sweep": info.name,
+        "run_id": info.run_id,
+        "trial": result.pick.trial,
+        "encoder_layers": row.get("encoder_layers"),
+        "parent_encoder_layers": info.parent_layers[0],
+        "decoder_layers": row.get("decoder_layers"),
+        "parent_decoder_layers": info.parent_layers[1],
+        "strategy": row.get("strategy", "?"),
+        "reason": result.pick.reason,
+    }
+
+
+def _use(config: SweepConfig) -> dict[str, Any]:
+    data = config.data
+    return {
+        "decoding": _decoding_text(config.decoding),
+        "source": data.source_template or f"{{{data.source_column}}}",
+        "prefix": f" after the prefix `{data.source_prefix}`" if data.source_prefix else "",
+        "max_source_length": data.max_source_length,
+    }
+
+
+def _evaluation(result: ExportResult, config: SweepConfig) -> dict[str, Any]:
+    fp32, int8, data = result.fp32, result.int8, config.data
+    table = ["| | fp32 | int8 |", "|---|---:|---:|"]
+    table += [f"| {label} | {fp32[key]:.2f} | {int8[key]:.2f} |" for key, label in SCORES]
+    table.append(f"| parameters | {fp32['params']:,.0f} | {int8['params']:,.0f} |")
+    return {
+        "examples": f"{fp32['examples']:.0f}",
+        "eval_split": data.eval_split,
+        "eval_data": data.name or data.files.get(data.eval_split, "?"),
+        "threads": result.threads,
+        "recorded": f"{float(result.pick.row['rougeL']):.2f}",
+        "scores_table": "\n".join(table),
+        "int8_share": f"{result.int8_ratio:.1%}",
+        "int8_change": f"{int8['rougeL'] - fp32['rougeL']:+.2f}",
+    }
+
+
+def _training_table(row: dict[str, Any]) -> str:
+    from trainables.config import TrainConfig
+
+    names = ["strategy", "encoder_layers", "decoder_layers", *(f.name for f in fields(TrainConfig))]
+    lines = ["| setting | value |", "|---|---|"]
+    lines += [f"| {name} | {row[name]} |" for name in names if row.get(name) is not None]
+    return "\n".join(lines)
+
+
+def _front_table(result: ExportResult, metrics: list[str]) -> str:
+    columns = [*metrics, "encoder_layers", "decoder_layers"]
+    columns += [c for c in ("rougeL", "params", "size_mb", "latency_ms") if c not in columns]
+    lines = ["| trial | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for row in result.front:
+        trial = str(row["trial"])
+        mark = f"**{trial}**" if trial == result.pick.trial else trial
+        lines.append(f"| {mark} | " + " | ".join(cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _decoding_text(decoding: DecodingConfig) -> str:
+    search = "greedy search" if decoding.num_beams == 1 else f"beam search ({decoding.num_beams})"
+    return (
+        f"{search}, at most {decoding.max_new_tokens} new tokens, "
+        f"no_repeat_ngram_size {decoding.no_repeat_ngram_size}"
+    )

@@ -1,0 +1,247 @@
+"""The export itself: write the picked trial's model, prove it, register it.
+
+`export_trial` builds the directory in a hidden sibling (`staging`), writes the fp32 model
+(`model_dir`), reloads and re-scores it on the sweep's evaluation data, adds and re-scores the
+int8 variant (`int8`), writes the model card (`card`), renames the directory into place only
+when every check passed, and registers it in MLflow as a model version. Nothing is trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from search.config import DecodingConfig, SweepConfig
+from search.console import echo, quiet_libraries
+from search.export.card import model_card
+from search.export.errors import ExportError
+from search.export.int8 import INT8_DIR, INT8_WEIGHTS, load_int8, quantize_int8, save_int8
+from search.export.model_dir import check_generates, write_model
+from search.export.pick import Pick
+from search.export.staging import check_target, staging
+from search.front import front_rows
+
+DEFAULT_ALIAS = "best-tradeoff"
+ROUGE_TOLERANCE = 0.5  # points of ROUGE-L between the re-scored fp32 model and the trial
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """What the model card says about the sweep a model came from."""
+
+    name: str
+    run_id: str
+    base_model: str
+    parent_layers: tuple[str, str]  # encoder and decoder layer counts of the base model
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and measured."""
+
+    directory: Path
+    sweep: SweepInfo
+    pick: Pick
+    front: list[dict[str, Any]]
+    fp32: dict[str, float]  # re-scored ROUGE, latency_ms, eval_loss, params, size_mb, examples
+    int8: dict[str, float]
+    threads: int
+    model_name: str = ""
+    version: str = ""
+
+    @property
+    def int8_ratio(self) -> float:
+        return self.int8["size_mb"] / self.fp32["size_mb"]
+
+
+def sweep_info(run: Any, config: SweepConfig) -> SweepInfo:
+    """Read the card's facts about a sweep from its MLflow parent run.
+
+    Args:
+        run: The sweep's parent run (`Tracker.find_sweep`).
+        config: The sweep's configuration, for what the run does not record.
+
+    Returns:
+        The sweep's name, run id, base model and the base model's layer counts.
+    """
+    params, tags = run.data.params, run.data.tags
+    layers = (params.get("parent_encoder_layers", "?"), params.get("parent_decoder_layers", "?"))
+    return SweepInfo(
+        run.info.run_name, run.info.run_id, tags.get("base_model", config.model), layers
+    )
+
+
+def default_out(sweep: str, trial: str) -> Path:
+    """Where an export goes without `--out`: `exported/<sweep>-trial_<id>`."""
+    return Path("exported") / f"{sweep}-trial_{trial}"
+
+
+def export_trial(
+    config: SweepConfig,
+    tracker: Any,
+    sweep_run: Any,
+    pick: Pick,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    out: Path | None = None,
+    force: bool = False,
+    register_name: str | None = None,
+    alias: str = DEFAULT_ALIAS,
+    progress: bool = True,
+) -> ExportResult:
+    """Write, prove and register the picked trial's model.
+
+    Args:
+        config: The space the sweep ran with: objectives, data and decoding.
+        tracker: The sweep's `search.tracking.Tracker` (its `sweep_run_id` set).
+        sweep_run: The sweep's parent run.
+        pick: The trial to export (`pick_trial`).
+        rows: Every finished trial row of the sweep, for the front in the card.
+        out: The directory to write; default `default_out`.
+        force: Replace `out` if it exists.
+        register_name: The registered model's name; default `<experiment>-summarizer`.
+        alias: The alias pointed at the new model version.
+        progress: Print what is being done.
+
+    Returns:
+        What was written and measured, with the registered name and version.
+
+    Raises:
+        ExportError: `out` exists without `force`, the trial's weights were not kept, the
+            exported model cannot generate, or it does not score what the sweep recorded.
+        TrackingError: MLflow cannot store or register the export.
+    """
+    info = sweep_info(sweep_run, config)
+    out = Path(out or default_out(info.name, pick.trial))
+    check_target(out, force)
+    checkpoint = trial_weights(pick.row, rows)
+    quiet_libraries()
+    # The trials' thread count, so latencies compare with the sweep's (and on a busy machine
+    # extra threads only spin).
+    threads = max(1, int(config.resources.cpus))
+    torch.set_num_threads(threads)
+    objectives = [(o.metric, o.mode) for o in config.objectives]
+    with staging(out, force) as tmp:
+        fp32, int8 = build(config, pick, checkpoint, tmp, progress)
+        result = ExportResult(out, info, pick, front_rows(rows, objectives), fp32, int8, threads)
+        (tmp / "README.md").write_text(model_card(result, config))
+    echo(progress, f"registering {out} in MLflow")
+    name = register_name or f"{config.name}-summarizer"
+    version = register(tracker, result, name, alias)
+    return replace(result, model_name=name, version=version)
+
+
+def trial_weights(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Path:
+    """The trial's saved model directory.
+
+    Raises:
+        ExportError: The sweep did not keep the trial's weights; names the trials it kept.
+    """
+    if _has_weights(row):
+        return Path(row["checkpoint"])
+    where = f"{row['checkpoint']} is gone" if row.get("checkpoint") else "none were saved"
+    kept = ", ".join(sorted(str(r["trial"]) for r in rows if _has_weights(r))) or "none"
+    raise ExportError(
+        f"trial {row['trial']}'s weights were not kept ({where}): with keep_weights: pareto a "
+        f"sweep deletes the weights of dominated trials. Trials with weights: {kept}"
+    )
+
+
+def _has_weights(row: Mapping[str, Any]) -> bool:
+    checkpoint = row.get("checkpoint")
+    return bool(checkpoint) and (Path(checkpoint) / "config.json").is_file()
+
+
+def build(
+    config: SweepConfig, pick: Pick, checkpoint: Path, directory: Path, progress: bool
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Write the fp32 and int8 models into `directory`, reload both and score them.
+
+    Returns:
+        The fp32 and int8 scores: ROUGE, latency_ms, eval_loss, params, size_mb, examples.
+
+    Raises:
+        ExportError: The written model cannot generate, or its fp32 ROUGE-L is more than
+            `ROUGE_TOLERANCE` points from what the sweep recorded for the trial.
+    """
+    from trainables.shrink import count_parameters
+    from trainables.trial import load_base, size_on_disk_mb
+
+    echo(progress, f"writing trial {pick.trial} from {checkpoint}")
+    write_model(checkpoint, directory, config)
+    model, tokenizer = load_base(str(directory))
+    check_generates(model, tokenizer)
+    data = eval_data(config, tokenizer)
+    echo(progress, f"re-scoring fp32 on {len(data.eval_references)} evaluation examples")
+    params = float(count_parameters(model).total)
+    fp32 = _score(model, tokenizer, data, config.decoding, params, size_on_disk_mb(directory))
+    check_rescore(fp32["rougeL"], float(pick.row["rougeL"]), pick.trial)
+    echo(progress, "quantizing to int8 and re-scoring")
+    save_int8(quantize_int8(model), directory / INT8_DIR)
+    int8_model = load_int8(directory)
+    check_generates(int8_model, tokenizer)
+    int8_mb = (directory / INT8_DIR / INT8_WEIGHTS).stat().st_size / 1e6
+    int8 = _score(int8_model, tokenizer, data, config.decoding, params, int8_mb)
+    return fp32, int8
+
+
+def _score(
+    model: nn.Module, tokenizer: Any, data: Any, decoding: DecodingConfig, params: float, mb: float
+) -> dict[str, float]:
+    from trainables.train import evaluate_model
+
+    metrics = evaluate_model(model, tokenizer, data, decoding)
+    return {**metrics, "params": params, "size_mb": mb, "examples": len(data.eval_references)}
+
+
+def check_rescore(
+    rescored: float, recorded: float, trial: str, tolerance: float = ROUGE_TOLERANCE
+) -> None:
+    """Raises ExportError unless the exported model scores what the sweep recorded."""
+    if abs(rescored - recorded) <= tolerance:
+        return
+    raise ExportError(
+        f"trial {trial}: the exported model scores ROUGE-L {rescored:.2f}, the sweep recorded "
+        f"{recorded:.2f} (more than {tolerance} points apart); nothing was written. Is --space "
+        "the space.yaml the sweep ran with (data, decoding)?"
+    )
+
+
+def eval_data(config: SweepConfig, tokenizer: Any) -> Any:
+    """The sweep's evaluation data, re-created from the space and tokenized with `tokenizer`."""
+    from trainables.data import load_splits, tokenize_splits
+
+    return tokenize_splits(load_splits(config.data), tokenizer, config.data)
+
+
+def register(tracker: Any, result: ExportResult, name: str, alias: str) -> str:
+    """Copy the export into the sweep's artifacts and register it as a model version.
+
+    Returns:
+        The new version number.
+    """
+    source = tracker.log_export(result.directory, f"export/trial_{result.pick.trial}")
+    fp32, int8 = result.fp32, result.int8
+    tags = {
+        "trial": result.pick.trial,
+        "sweep": result.sweep.name,
+        "picked": result.pick.reason,
+        "encoder_layers": str(result.pick.row.get("encoder_layers")),
+        "decoder_layers": str(result.pick.row.get("decoder_layers")),
+        "params": f"{fp32['params']:.0f}",
+        "rougeL": f"{fp32['rougeL']:.2f}",
+        "rougeL_int8": f"{int8['rougeL']:.2f}",
+        "size_mb": f"{fp32['size_mb']:.2f}",
+        "size_mb_int8": f"{int8['size_mb']:.2f}",
+    }
+    description = (
+        f"Trial {result.pick.trial} of sweep {result.sweep.name}, {result.pick.reason}. "
+        f"ROUGE-L {fp32['rougeL']:.2f} (int8 {int8['rougeL']:.2f}), {fp32['params']:,.0f} "
+        f"parameters, {fp32['size_mb']:.2f} MB (int8 {int8['size_mb']:.2f} MB)."
+    )
+    return tracker.register_model(name, source, alias=alias, tags=tags, description=description)
