@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.config import SweepConfig, load_config, param_values
+from search.config import SweepConfig, load_config
+from search.params import param_values
 from search.preflight import Prepared, prepare
 from search.space import plan
 from search.tracking import Tracker

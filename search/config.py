@@ -3,7 +3,10 @@
 Loading checks everything that can be checked without a model or a dataset: unknown keys,
 wrong types, empty or inverted ranges, unknown strategies and samplers. Every problem is
 collected with its YAML path and raised together as one `ConfigError`, so a user fixes the
-file in one go. Checks that need the model (more layers than it has) or the data (a missing
+file in one go. The generic reading of YAML into dataclasses is `search.yaml_dataclass`; the
+parameter kinds (fixed, choice, range) are `search.params`; the checks across fields are here.
+What a trial itself is told (`TrainConfig`, `DataConfig`, `DecodingConfig`) is defined in
+`trainables.config`. Checks that need the model (more layers than it has) or the data (a missing
 column) live in `search.preflight` and report problems the same way.
 """
 
@@ -11,15 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
+from search.params import Fixed, Param, number, param_values, parse_param
 from search.pareto import MODES
+from search.yaml_dataclass import Schema, apply_overrides, kind
 from trainables.config import DataConfig, DecodingConfig, TrainConfig
 from trainables.layers import STRATEGIES
 
@@ -46,48 +49,6 @@ class ConfigError(ValueError):
         self.source = source
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
-
-
-# --- Search-space parameters: a fixed value, a list of choices, or a range -----------------
-
-
-@dataclass(frozen=True)
-class Fixed:
-    value: Any
-
-
-@dataclass(frozen=True)
-class Choice:
-    options: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class IntRange:
-    low: int
-    high: int
-    step: int = 1
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    low: float
-    high: float
-    log: bool = False
-
-
-Param = Fixed | Choice | IntRange | FloatRange
-
-
-def param_values(param: Param) -> list[Any] | None:
-    """All values a parameter can take, or None for a continuous range."""
-    if isinstance(param, Fixed):
-        return [param.value]
-    if isinstance(param, Choice):
-        return list(param.options)
-    if isinstance(param, IntRange):
-        return list(range(param.low, param.high + 1, param.step))
-    return None
 
 
 # --- The configuration ---------------------------------------------------------------------
@@ -194,7 +155,7 @@ def load_space(path: str | Path, overrides: list[str] = ()) -> tuple[SweepConfig
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}"], str(path)) from None
     config = config_from_dict(raw, overrides, source=str(path))
-    return config, _apply_overrides(raw, overrides, [])
+    return config, apply_overrides(raw, overrides, [])
 
 
 def config_from_dict(
@@ -204,200 +165,16 @@ def config_from_dict(
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError([f"the top level must be a mapping, got {_kind(raw)}"], source)
+        raise ConfigError([f"the top level must be a mapping, got {kind(raw)}"], source)
     errors: list[str] = []
-    raw = _apply_overrides(raw, overrides, errors)
-    config = _build(SweepConfig, raw, "", errors)
+    raw = apply_overrides(raw, overrides, errors)
+    config = SCHEMA.build(SweepConfig, raw, "", errors)
     if errors:
         raise ConfigError(errors, source)
     return config
 
 
-def _apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict:
-    """`data.max_train_examples=200` sets that key; the value is parsed as YAML."""
-    raw = _deep_copy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            errors.append(f"override {item!r}: expected KEY.PATH=VALUE")
-            continue
-        node = raw
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                errors.append(f"override {item!r}: {part} is not a mapping")
-                break
-        else:
-            try:
-                node[last] = yaml.safe_load(text)
-            except yaml.YAMLError as err:
-                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-                errors.append(f"override {item!r}: the value is not valid YAML ({problem})")
-    return raw
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
-
-
-def _build(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
-    """Build dataclass `cls` from a mapping, recording every problem under its YAML path."""
-    if not isinstance(raw, dict):
-        errors.append(f"{path or '<top>'}: expected a mapping, got {_kind(raw)}")
-        return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            errors.append(f"{_join(path, key)}: unknown key (known: {known})")
-    values = {}
-    incomplete = False
-    for name, f in fields.items():
-        where = _join(path, name)
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in raw:
-            if required:
-                errors.append(f"{where}: required")
-            incomplete |= required
-            continue
-        value = _convert(hints[name], raw[name], where, errors)
-        # A bad value (None, its problem recorded) falls back to its default, so that the
-        # checks across fields still run on everything else and report in the same error.
-        if value is not None or raw[name] is None:
-            values[name] = value
-        else:
-            incomplete |= required
-    if not incomplete:
-        built = cls(**values)
-        _run_checks(cls, built, errors)
-        return built
-    # Still run this level's checks on what was readable, so they report in the same error.
-    partial = types.SimpleNamespace(**{f.name: _default(f) for f in fields.values()} | values)
-    _run_checks(cls, partial, errors)
-    return None
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
-
-
-def _convert(hint: Any, value: Any, where: str, errors: list[str]) -> Any:
-    """Check `value` against a type hint, converting YAML lists to tuples and ints to floats."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Param:
-        return _param(value, where, errors)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, where, errors)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where, errors)
-    if origin is tuple:
-        if not isinstance(value, list):
-            errors.append(f"{where}: expected a list, got {_kind(value)}")
-            return ()
-        items = (_convert(args[0], v, f"{where}[{i}]", errors) for i, v in enumerate(value))
-        return tuple(item for item in items if item is not None)
-    if origin is dict:
-        if not isinstance(value, dict):
-            errors.append(f"{where}: expected a mapping, got {_kind(value)}")
-            return {}
-        return {
-            str(k): _convert(args[1], v, _join(where, k), errors) if args[1] is not Any else v
-            for k, v in value.items()
-        }
-    return _scalar(hint, value, where, errors)
-
-
-def _scalar(hint: type, value: Any, where: str, errors: list[str]) -> Any:
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-3" as a string
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    errors.append(f"{where}: expected {hint.__name__}, got {_kind(value)} {value!r}")
-    return None
-
-
-def _param(value: Any, where: str, errors: list[str]) -> Param | None:
-    """A scalar is fixed, a list is a choice, a mapping with low/high is a range."""
-    if isinstance(value, list):
-        if not value:
-            errors.append(f"{where}: empty list of choices")
-            return None
-        return Choice(tuple(value))
-    if not isinstance(value, dict):
-        return Fixed(_number(value))
-    unknown = set(value) - {"low", "high", "step", "log"}
-    if unknown:
-        errors.append(
-            f"{where}: unknown key(s) {sorted(unknown)} in a range (low, high, step, log)"
-        )
-    low, high = _number(value.get("low")), _number(value.get("high"))
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        errors.append(f"{where}: a range needs numeric low and high, got {value!r}")
-        return None
-    if low > high:
-        errors.append(f"{where}: inverted range, low {low} > high {high}")
-        return None
-    log = bool(value.get("log", False))
-    if log and low <= 0:
-        errors.append(f"{where}: a log range needs low > 0, got {low}")
-        return None
-    if isinstance(low, int) and isinstance(high, int):
-        step = value.get("step", 1)
-        if not isinstance(step, int) or step < 1:
-            errors.append(f"{where}: step must be a positive integer, got {step!r}")
-            return None
-        return IntRange(low, high, step, log)
-    if "step" in value:
-        errors.append(f"{where}: step applies to integer ranges only")
-    if low == high:
-        errors.append(f"{where}: empty range, low == high == {low} (write the value itself)")
-        return None
-    return FloatRange(float(low), float(high), log)
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads `1e-3` as a string; accept it as the float it means."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 # --- Checks across fields ------------------------------------------------------------------
-
-
-def _run_checks(cls: type, value: Any, errors: list[str]) -> None:
-    checks = {
-        SweepConfig: _check_sweep,
-        LayerSpaceConfig: _check_layers,
-        TrainSpaceConfig: _check_train,
-        DataConfig: _check_data,
-    }
-    if cls in checks:
-        checks[cls](value, errors)
 
 
 def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
@@ -584,7 +361,7 @@ def _check_first(point: dict, where: str, config: SweepConfig, errors: list[str]
             errors.append(f"{where}.{key}: unknown parameter (known: {', '.join(params)})")
             continue
         path, fixed = params.get(key) or ("", None)
-        if isinstance(fixed, Fixed) and _number(value) != fixed.value:
+        if isinstance(fixed, Fixed) and number(value) != fixed.value:
             errors.append(
                 f"{where}.{key}: {value!r}, but {path} is fixed at {fixed.value!r}; "
                 "a first point can only choose values that are searched"
@@ -612,11 +389,13 @@ def _space_params(config: SweepConfig) -> dict[str, tuple[str, Param] | None]:
     return params
 
 
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(
-        type(value), type(value).__name__
-    )
+# How `space.yaml` is read: parameters by `parse_param`, then each section's checks.
+SCHEMA = Schema(
+    converters={Param: parse_param},
+    checks={
+        SweepConfig: _check_sweep,
+        LayerSpaceConfig: _check_layers,
+        TrainSpaceConfig: _check_train,
+        DataConfig: _check_data,
+    },
+)

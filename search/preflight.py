@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.config import ConfigError, SweepConfig, param_values
+from search.config import ConfigError, SweepConfig
+from search.params import param_values
 from trainables.data import (
     TokenizedData,
     check_source_length,

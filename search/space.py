@@ -11,15 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-from search.config import (
-    Choice,
-    Fixed,
-    FloatRange,
-    IntRange,
-    Param,
-    SweepConfig,
-    param_values,
-)
+from search.config import SweepConfig
+from search.params import Choice, Fixed, FloatRange, IntRange, Param, param_values
 from trainables.config import TrainConfig, TrialConfig
 from trainables.layers import layer_indices
 

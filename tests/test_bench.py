@@ -12,7 +12,8 @@ import pytest
 from bench.common import append_row, fixed_train_values, read_rows
 from bench.overhead import parse_students, report, schedule
 from bench.search import compare, load_table, search_hypervolume
-from search.config import Fixed, config_from_dict
+from search.config import config_from_dict
+from search.params import Fixed
 from search.pareto import hypervolume
 
 # Every student of a 3+3 teacher: ROUGE-L grows with layers, parameters too.

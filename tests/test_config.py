@@ -5,15 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.config import (
-    Choice,
-    ConfigError,
-    Fixed,
-    FloatRange,
-    IntRange,
-    config_from_dict,
-    load_config,
-)
+from search.config import ConfigError, config_from_dict, load_config
+from search.params import Choice, Fixed, FloatRange, IntRange
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted([REPO / "space.yaml", *REPO.glob("examples/*.yaml")])
