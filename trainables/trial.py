@@ -169,16 +169,9 @@ def run_trial(
     """
     started = time.perf_counter()
     startup_seconds = math.nan  # set when the first optimizer step is done
-    from trainables.shrink import count_parameters, shrink
     from trainables.train import evaluate_model, fine_tune
 
-    with tempfile.TemporaryDirectory() as tmp:
-        parent, tokenizer = load_base(str(base.unpack(Path(tmp))))
-    teacher = copy.deepcopy(parent) if config.train.distill > 0 else None
-    student = shrink(parent, config.encoder_layers, config.decoder_layers)
-    del parent
-    counts = count_parameters(student)
-    sizes = {"params": float(counts.total), "params_non_embedding": float(counts.non_embedding)}
+    student, tokenizer, teacher, sizes = _shrunk_student(config, base)
 
     def on_step(step: int, loss: float) -> None:
         nonlocal startup_seconds
@@ -217,3 +210,18 @@ def run_trial(
         step=stats.steps,
     )
     return TrialResult(metrics, config.encoder_layers, config.decoder_layers)
+
+
+def _shrunk_student(config: TrialConfig, base: PackedModel) -> tuple[Any, Any, Any, dict]:
+    """The student (the base model cut to the kept layers), its tokenizer, the teacher (a
+    copy of the base model, kept only when the loss distills from it) and the student's
+    parameter counts."""
+    from trainables.shrink import count_parameters, shrink
+
+    with tempfile.TemporaryDirectory() as tmp:
+        parent, tokenizer = load_base(str(base.unpack(Path(tmp))))
+    teacher = copy.deepcopy(parent) if config.train.distill > 0 else None
+    student = shrink(parent, config.encoder_layers, config.decoder_layers)
+    counts = count_parameters(student)
+    sizes = {"params": float(counts.total), "params_non_embedding": float(counts.non_embedding)}
+    return student, tokenizer, teacher, sizes
