@@ -36,12 +36,13 @@ from search import cli
 from search.config import load_config
 from search.export.errors import ExportError
 from search.export.int8 import INT8_DIR, INT8_WEIGHTS, load_int8, quantize_int8, save_int8
-from search.export.model_dir import PIPELINE_FILE, fit_cache_to_decoder
+from search.export.model_dir import PIPELINE_FILE
 from search.export.pick import pick_trial
 from search.pareto import knee
 from search.preflight import prepare
 from search.space import plan
 from search.tracking import Tracker, default_uri
+from trainables.shrink import size_cache_by_decoder
 from trainables.trial import run_trial, size_on_disk_mb
 
 OBJECTIVES = [("rougeL", "max"), ("params", "min")]
@@ -122,29 +123,7 @@ def test_picking_errors_name_the_problem(rows, rule, message):
     assert message in str(caught.value)
 
 
-# --- the generation cache and int8, on tiny models -----------------------------------------
-
-
-def test_config_sizes_the_cache_from_a_deeper_decoder(tmp_path):
-    path = tiny_t5_dir(tmp_path, layers=(1, 3))
-    model = AutoModelForSeq2SeqLM.from_pretrained(path)
-    fit_cache_to_decoder(model.config)
-    model.save_pretrained(path)
-    reloaded = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
-    assert json.loads((path / "config.json").read_text())["decoder_layers"] == 3
-    assert reloaded.config.num_layers == 1  # the encoder is untouched
-    inputs = AutoTokenizer.from_pretrained(path)([SOURCE], return_tensors="pt")
-    with torch.no_grad():
-        cached = reloaded.generate(**inputs, max_new_tokens=8, do_sample=False)
-        uncached = reloaded.generate(**inputs, max_new_tokens=8, do_sample=False, use_cache=False)
-    assert torch.equal(cached, uncached)
-
-
-def test_cache_fix_leaves_bart_alone(tmp_path):
-    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_bart_dir(tmp_path, layers=(1, 3)))
-    before = model.config.to_dict()
-    fit_cache_to_decoder(model.config)
-    assert model.config.to_dict() == before
+# --- int8, on tiny models -----------------------------------------
 
 
 @pytest.mark.parametrize("family", ["t5", "bart"])
@@ -152,7 +131,7 @@ def test_int8_reloads_smaller_and_close_to_fp32(tmp_path, family):
     make = tiny_t5_dir if family == "t5" else tiny_bart_dir
     path = make(tmp_path, layers=(2, 3))
     model = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
-    fit_cache_to_decoder(model.config)
+    size_cache_by_decoder(model.config)
     model.save_pretrained(path)
     inputs = AutoTokenizer.from_pretrained(path)(
         [SOURCE, "short"], return_tensors="pt", padding=True

@@ -3,12 +3,16 @@ save/load, generates the same with and without the KV cache, and is counted righ
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 import torch
+from tiny import tiny_bart_dir, tiny_t5_dir
 from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
     BartConfig,
     BartForConditionalGeneration,
     GPT2Config,
@@ -37,6 +41,7 @@ from trainables.shrink import (
     count_parameters,
     layer_counts,
     shrink,
+    size_cache_by_decoder,
 )
 
 # Parents have 5 encoder and 4 decoder layers; dropping layer 0 on both sides forces the T5
@@ -251,6 +256,30 @@ def test_deeper_decoder_generates_with_the_default_cache(parent, family, tmp_pat
     with torch.no_grad():
         cached = greedy(loaded, input_ids, use_cache=True)
         assert torch.equal(cached, greedy(loaded, input_ids, use_cache=False))
+
+
+def test_config_sizes_the_cache_from_a_deeper_decoder(tmp_path):
+    path = tiny_t5_dir(tmp_path, layers=(1, 3))
+    model = AutoModelForSeq2SeqLM.from_pretrained(path)
+    size_cache_by_decoder(model.config)
+    model.save_pretrained(path)
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    assert json.loads((path / "config.json").read_text())["decoder_layers"] == 3
+    assert reloaded.config.num_layers == 1  # the encoder is untouched
+    inputs = AutoTokenizer.from_pretrained(path)(
+        ["a package that does things"], return_tensors="pt"
+    )
+    with torch.no_grad():
+        cached = reloaded.generate(**inputs, max_new_tokens=8, do_sample=False)
+        uncached = reloaded.generate(**inputs, max_new_tokens=8, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_cache_fix_leaves_bart_alone(tmp_path):
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_bart_dir(tmp_path, layers=(1, 3)))
+    before = model.config.to_dict()
+    size_cache_by_decoder(model.config)
+    assert model.config.to_dict() == before
 
 
 def test_t5_stack_configs_count_their_own_blocks(tiny_t5):

@@ -21,8 +21,9 @@ PIPELINE_FILE = "summarization_pipeline.py"  # a module of this package, copied 
 def write_model(checkpoint: Path, directory: Path, config: SweepConfig) -> None:
     """Write a trial's model as a Hugging Face model directory that serves as trained and scored.
 
-    The weights and tokenizer are the trial's. config.json learns to size the generation
-    cache from the decoder (`fit_cache_to_decoder`) and names the summarization pipeline;
+    The weights and tokenizer are the trial's. config.json sizes the generation cache from the
+    decoder (`trainables.shrink.size_cache_by_decoder`, which a trial's checkpoint written
+    before shrink did it lacks) and names the summarization pipeline;
     generation_config.json gets the sweep's decoding; the tokenizer truncates sources at
     `data.max_source_length`, as in training.
 
@@ -31,11 +32,15 @@ def write_model(checkpoint: Path, directory: Path, config: SweepConfig) -> None:
         directory: An empty directory to write into.
         config: The sweep's configuration (data and decoding).
     """
+    from trainables.shrink import UnsupportedModelError, size_cache_by_decoder
     from trainables.train import generation_config
     from trainables.trial import load_base
 
     model, tokenizer = load_base(str(checkpoint))
-    fit_cache_to_decoder(model.config)
+    try:
+        size_cache_by_decoder(model.config)
+    except UnsupportedModelError as err:
+        raise ExportError(f"{err}; export a trial with fewer decoder layers") from None
     model.config.custom_pipelines = {
         PIPELINE_TASK: {
             "impl": f"{Path(PIPELINE_FILE).stem}.SummarizationPipeline",
@@ -51,36 +56,6 @@ def write_model(checkpoint: Path, directory: Path, config: SweepConfig) -> None:
     tokenizer.save_pretrained(directory)
     pipeline = resources.files(__package__).joinpath(PIPELINE_FILE).read_bytes()
     (directory / PIPELINE_FILE).write_bytes(pipeline)
-
-
-def fit_cache_to_decoder(config: Any) -> None:
-    """Make transformers size `generate()`'s default cache from the decoder's layer count.
-
-    transformers 5 sizes the cache from `config.get_text_config(decoder=True)`. For a flat
-    encoder-decoder config that copy renames `decoder_*` keys (`decoder_layers` becomes
-    `num_hidden_layers`), but a T5's decoder count is `num_decoder_layers`, so the copy keeps the
-    encoder's `num_layers`, and a student with more decoder than encoder layers overflows the
-    cache (IndexError in `generate`). A `decoder_layers` entry, which T5's own code never reads,
-    makes the copy count the decoder. BART-family configs have it already.
-
-    Args:
-        config: The model's config, changed in place.
-
-    Raises:
-        ExportError: The cache would still be sized wrongly (an architecture this does not know).
-    """
-    from trainables.shrink import layer_counts
-
-    _, n_decoder = layer_counts(config)
-    if not hasattr(config, "decoder_layers"):
-        config.decoder_layers = n_decoder
-    sized = config.get_text_config(decoder=True).num_hidden_layers
-    if sized != n_decoder:
-        raise ExportError(
-            f"transformers would size this {config.model_type} model's generation cache for "
-            f"{sized} layers, but its decoder has {n_decoder}; export a trial with at most "
-            f"{sized} decoder layers"
-        )
 
 
 def check_generates(model: nn.Module, tokenizer: Any) -> None:
