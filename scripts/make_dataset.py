@@ -15,13 +15,15 @@ system's apt state:
 
 Then:
 
-    python scripts/make_dataset.py \\
+    python -m scripts.make_dataset \\
         --translations /tmp/aptl/deb.debian.org_debian_dists_bookworm_main_i18n_Translation-en \\
         --packages /tmp/aptl/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages \\
         --release /tmp/aptl/deb.debian.org_debian_dists_bookworm_InRelease \\
         --out trainables/demo/data
 
-The output is deterministic: rerunning on the same index gives byte-identical files.
+The output is deterministic: rerunning on the same index gives byte-identical files. The
+lead baseline is scored as `scripts.eval_teacher` scores it; DATA_CARD.md is rendered from
+`scripts/templates/data_card.md`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scripts.cards import render
+from scripts.eval_teacher import lead_k, lead_predictions, rouge
 
 SPLITS = ("train", "validation", "test")
 MIN_DOCUMENT_WORDS = 10
@@ -235,15 +240,8 @@ def length_stats(values: list[int]) -> dict[str, float]:
 
 def lead_baseline(records: list[Record], k: int) -> dict[str, float]:
     """ROUGE F1 (x100) of the first k words of each document against its synopsis."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals: Counter[str] = Counter()
-    for record in records:
-        lead = " ".join(record.document.split()[:k])
-        for name, score in scorer.score(record.summary, lead).items():
-            totals[name] += score.fmeasure
-    return {name: 100 * total / len(records) for name, total in totals.items()}
+    predictions = lead_predictions([record.document for record in records], k)
+    return rouge(predictions, [record.summary for record in records])
 
 
 def release_date(release: Path | None) -> str:
@@ -264,7 +262,7 @@ def data_card(
     date: str,
     command: str,
 ) -> str:
-    """Render DATA_CARD.md."""
+    """Render DATA_CARD.md from `templates/data_card.md`."""
     rows = []
     for name, records in splits.items():
         doc = length_stats([len(r.document.split()) for r in records])
@@ -274,80 +272,19 @@ def data_card(
             f"| {name} | {len(records):,} | {families:,} | {doc['mean']:.1f} / {doc['median']:.0f}"
             f" / {doc['p90']} | {summ['mean']:.1f} / {summ['median']:.0f} / {summ['p90']} |"
         )
-    kept = sum(len(r) for r in splits.values())
     filters = "\n".join(f"| {reason} | {count:,} |" for reason, count in dropped.most_common())
-    return f"""# Data card: Debian package descriptions -> synopses
-
-Summarization pairs for the shrink-sweep demo: the **document** is a Debian package's long
-description flattened to one line of plain text (paragraphs joined with spaces, list markers
-such as `*` and `-` kept), the **summary** is the package's one-line synopsis, and **package**
-is the binary package name (the teacher reads `"<package>: <document>"`).
-
-## Provenance
-
-- Debian bookworm, `main` component, English descriptions (`i18n/Translation-en`), with
-  `binary-amd64/Packages` used only to map binary packages to source packages.
-- Index date (from the bookworm `InRelease`): {date}.
-- Fetched with apt-get into a private lists directory; the commands are in the docstring of
-  `scripts/make_dataset.py`.
-
-## Licence
-
-The descriptions are part of Debian packages' metadata, written by upstream authors and
-Debian maintainers. They are distributed under the packages' respective licences (as found in
-each package's `debian/copyright`); this dataset adds no licence of its own. It is meant for
-the demo and tests of this tool, not for redistribution as a corpus.
-
-## Splits
-
-Split by **source family**: each binary package is mapped to its source package, and sources
-are merged into families by name prefix (the part before the first `-`; for ecosystem prefixes
-such as `python-`, `node-`, `rust-` two components, for `golang-`, `r-` and `trytond-` three),
-so all `ceph-*` are together, and so are all `python-django-*`. A family goes to a split by
-`sha256(family) mod 100`: < 90 train, < 95 validation, else test.
-
-Words per pair, mean / median / p90:
-
-| split | pairs | families | document words | summary words |
-|---|---|---|---|---|
-{chr(10).join(rows)}
-
-## Filters
-
-{raw_count:,} packages in the index (one description each, first kept); {kept:,} pairs kept.
-Filters apply in this order; each record is counted under the first that removes it.
-
-| filter | removed |
-|---|---|
-{filters}
-
-- *debug symbols*: names ending `-dbg`/`-dbgsym`, or "debug(ging) symbols" in the synopsis.
-- *transitional or dummy*: "transitional" or "dummy" in the synopsis.
-- *boilerplate role package*: the synopsis names a role in a split source rather than what the
-  software does ("development files", "documentation", "data files", "common files",
-  "- Rust source code", Rust `feature "..."` packages, "metapackage", "profiling libraries",
-  ...), or the name has a role suffix (`-dev`, `-doc`, `-data`, `-common`, `-l10n`, ...,
-  or a `+` feature) and the description says "This package contains the development/
-  documentation/data/... files". Patterns: `ROLE_SYNOPSIS`, `ROLE_NAME`, `ROLE_DOCUMENT`.
-- *document under 10 words*: after flattening.
-- *near-duplicate*: same normalized (lowercase alphanumerics) synopsis and first 200
-  characters of the document; the first package in name order is kept.
-
-## Lead baseline (test split, {len(splits["test"]):,} pairs)
-
-First k = {k} words of the document (k = median training-summary length in words), scored
-against the synopsis with `rouge_score` (F1, `use_stemmer=True`, x100):
-
-| ROUGE-1 | ROUGE-2 | ROUGE-L |
-|---|---|---|
-| {baseline["rouge1"]:.2f} | {baseline["rouge2"]:.2f} | {baseline["rougeL"]:.2f} |
-
-## Command
-
-```
-{command}
-```
-"""
+    values = {
+        "date": date,
+        "rows": "\n".join(rows),
+        "raw_count": f"{raw_count:,}",
+        "kept": f"{sum(len(r) for r in splits.values()):,}",
+        "filters": filters,
+        "test_pairs": f"{len(splits['test']):,}",
+        "k": k,
+        **{name: f"{value:.2f}" for name, value in baseline.items()},
+        "command": command,
+    }
+    return render("data_card.md", values)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -370,9 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, split_records in splits.items():
         write_jsonl_gz(args.out / f"{name}.jsonl.gz", split_records)
-    k = round(statistics.median(len(r.summary.split()) for r in splits["train"]))
+    k = lead_k([record.summary for record in splits["train"]])
     baseline = lead_baseline(splits["test"], k)
-    command = "python scripts/make_dataset.py " + " ".join(
+    command = "python -m scripts.make_dataset " + " ".join(
         f"--{key} {value}" for key, value in vars(args).items() if value is not None
     )
     card = data_card(splits, dropped, raw_count, baseline, k, release_date(args.release), command)

@@ -1,7 +1,7 @@
 """Train the demo teacher: a small T5 that writes a Debian package's synopsis.
 
-    python scripts/train_teacher.py                  # train (resumes from .teacher-work/)
-    python scripts/train_teacher.py --export-only    # export the latest checkpoint + card
+    python -m scripts.train_teacher                  # train (resumes from .teacher-work/)
+    python -m scripts.train_teacher --export-only    # export the latest checkpoint + card
 
 Input is `"<package>: <document>"` truncated to --max-source-tokens. To teach copying in
 few CPU-minutes, training mixes three tasks (per example, by a schedule over steps):
@@ -10,7 +10,9 @@ first sentence, and the plain source -> the synopsis. Auxiliary tasks dominate e
 fade out; the last quarter is almost only the synopsis task.
 
 Batches depend only on (seed, step), so a resumed run sees exactly the batches the
-uninterrupted run would have seen.
+uninterrupted run would have seen. Data loading, padding, generation and ROUGE are the
+trial's own (`trainables/`, through `scripts.eval_teacher`); the model card is rendered from
+`scripts/templates/teacher_card.md`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import eval_teacher
+from scripts import eval_teacher
+from scripts.cards import render
+from trainables.config import DataConfig, DecodingConfig
+from trainables.data import source_texts
+from trainables.train import make_batch, weight_decay_groups
 
 # Task schedule knots: (fraction of training, p(copy), p(lead)); p(synopsis) is the rest.
 TASK_KNOTS = (
@@ -45,6 +50,10 @@ TASK_KNOTS = (
     (1.0, 0.0, 0.05),
 )
 TASKS = ("copy", "lead", "synopsis")
+PAD, EOS = 0, 1  # the tokenizer's ids, asserted when it is trained
+NO_REPEAT_NGRAM = 3
+# T5's position-bias table is exempt from weight decay too, as in transformers' Trainer.
+NO_DECAY = ("relative_attention_bias",)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
@@ -82,8 +91,8 @@ class TeacherConfig:
 # ---------------------------------------------------------------- tokenizer and data
 
 
-def train_tokenizer(rows: list[dict[str, str]], vocab_size: int, out_dir: Path) -> Any:
-    """Train a Unigram tokenizer on the training split; saved as a T5Tokenizer."""
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> Any:
+    """Train a Unigram tokenizer on the training split's texts; saved as a T5Tokenizer."""
     from tokenizers.trainers import UnigramTrainer
     from transformers import AutoTokenizer, T5Tokenizer
 
@@ -94,13 +103,12 @@ def train_tokenizer(rows: list[dict[str, str]], vocab_size: int, out_dir: Path) 
         unk_token="<unk>",
         max_piece_length=16,
     )
-    texts = [eval_teacher.source_text(r) for r in rows] + [r["summary"] for r in rows]
     base._tokenizer.train_from_iterator(texts, trainer)
     vocab = json.loads(base._tokenizer.to_str())["model"]["vocab"]
     tokenizer = T5Tokenizer(vocab=[(piece, score) for piece, score in vocab], extra_ids=0)
     tokenizer.save_pretrained(out_dir)
     loaded = AutoTokenizer.from_pretrained(out_dir)
-    assert (loaded.pad_token_id, loaded.eos_token_id, loaded.unk_token_id) == (0, 1, 2)
+    assert (loaded.pad_token_id, loaded.eos_token_id, loaded.unk_token_id) == (PAD, EOS, 2)
     sample = "libfoo-utils: Tools for the Foo 2.0 format (FOO)."
     assert loaded.decode(loaded(sample)["input_ids"], skip_special_tokens=True) == sample
     return loaded
@@ -121,23 +129,27 @@ class Encoded:
     prefixes: dict[str, list[int]]
 
 
-def encode(tokenizer: Any, rows: list[dict[str, str]], config: TeacherConfig) -> Encoded:
+def encode(
+    tokenizer: Any,
+    sources: list[str],
+    documents: list[str],
+    summaries: list[str],
+    config: TeacherConfig,
+) -> Encoded:
     def ids(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    sources = [
-        s[: config.max_source_tokens - 1] for s in ids([eval_teacher.source_text(r) for r in rows])
-    ]
+    source_ids = [s[: config.max_source_tokens - 1] for s in ids(sources)]
     starts = [
         [i for i, t in enumerate(tokenizer.convert_ids_to_tokens(s)) if t.startswith("▁")]
-        for s in sources
+        for s in source_ids
     ]
     limit = config.max_target_tokens - 1
     return Encoded(
-        sources=sources,
+        sources=source_ids,
         word_starts=starts,
-        leads=[s[:limit] for s in ids([first_sentence(r["document"]) for r in rows])],
-        summaries=[s[:limit] for s in ids([r["summary"] for r in rows])],
+        leads=[s[:limit] for s in ids([first_sentence(d) for d in documents])],
+        summaries=[s[:limit] for s in ids(summaries)],
         prefixes={task: ids([f"{task}:"])[0] for task in ("copy", "lead")},
     )
 
@@ -172,7 +184,7 @@ def make_example(
     config: TeacherConfig,
 ) -> tuple[list[int], list[int]]:
     """Return (source ids, target ids) for one example and task, both ending with </s>."""
-    eos = 1
+    eos = EOS
     source = data.sources[i]
     if task == "synopsis":
         return [*source, eos], [*data.summaries[i], eos]
@@ -189,7 +201,7 @@ def make_example(
     return prefixed, [*source[start : start + length], eos]
 
 
-def make_batch(
+def curriculum_batch(
     data: Encoded, step: int, fraction: float, config: TeacherConfig
 ) -> dict[str, torch.Tensor]:
     """The batch for `step`: examples depend on (seed, step) only, tasks also on `fraction`."""
@@ -204,14 +216,9 @@ def make_batch(
         make_example(data, int(i), TASKS[rng.choice(3, p=probabilities)], fraction, rng, config)
         for i in indices
     ]
-    source_len = max(len(s) for s, _ in pairs)
-    target_len = max(len(t) for _, t in pairs)
-    input_ids = torch.zeros(len(pairs), source_len, dtype=torch.long)
-    labels = torch.full((len(pairs), target_len), -100, dtype=torch.long)
-    for row, (source, target) in enumerate(pairs):
-        input_ids[row, : len(source)] = torch.tensor(source)
-        labels[row, : len(target)] = torch.tensor(target)
-    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(), "labels": labels}
+    sources = [np.array(source) for source, _ in pairs]
+    targets = [np.array(target) for _, target in pairs]
+    return make_batch(sources, targets, PAD, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------- model and training
@@ -232,9 +239,9 @@ def build_model(config: TeacherConfig, vocab_size: int) -> Any:
         dropout_rate=config.dropout,
         feed_forward_proj="relu",
         tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        decoder_start_token_id=PAD,
     )
     return T5ForConditionalGeneration(model_config)
 
@@ -260,29 +267,26 @@ def learning_rate(step: int, fraction: float, config: TeacherConfig) -> float:
     return config.lr * (0.05 + 0.95 * min(max(remaining, 0.0), 1.0))
 
 
-def generation_settings(max_target_tokens: int, num_beams: int) -> dict[str, Any]:
-    return {
-        "num_beams": num_beams,
-        "max_new_tokens": max_target_tokens,
-        "no_repeat_ngram_size": 3,
-        "do_sample": False,
-    }
+def decoding(config: TeacherConfig, num_beams: int) -> DecodingConfig:
+    """How the teacher decodes: n-gram blocking and a length cap, greedy or beam search."""
+    return DecodingConfig(
+        num_beams=num_beams,
+        max_new_tokens=config.max_target_tokens,
+        no_repeat_ngram_size=NO_REPEAT_NGRAM,
+    )
 
 
 def validation_rouge(
     model: Any,
     tokenizer: Any,
-    rows: list[dict[str, str]],
+    rows: Any,
+    data: DataConfig,
     config: TeacherConfig,
     num_beams: int = 1,
 ) -> dict[str, float]:
-    sources = [eval_teacher.source_text(r) for r in rows]
-    settings = generation_settings(config.max_target_tokens, num_beams)
-    predictions = eval_teacher.generate(
-        model, tokenizer, sources, config.max_source_tokens, **settings
-    )
-    model.train()
-    return eval_teacher.rouge(predictions, [r["summary"] for r in rows])
+    """ROUGE-1/2/L of the model on `rows` (a `datasets.Dataset` of validation pairs)."""
+    predictions = eval_teacher.generate(model, tokenizer, rows, data, decoding(config, num_beams))
+    return eval_teacher.rouge(predictions, rows["summary"][:])
 
 
 def save_checkpoint(path: Path, model: Any, optimizer: Any, step: int, seconds: float) -> None:
@@ -321,21 +325,32 @@ def truncate_curve(path: Path, step: int) -> None:
             append_curve(path, row)
 
 
-def setup(config: TeacherConfig) -> tuple[Any, Any, Encoded, list[dict[str, str]]]:
+def validation_data(config: TeacherConfig) -> DataConfig:
+    """The demo data with the validation split to score on, sources cut like the teacher's."""
+    return eval_teacher.demo_data(Path(config.data), "validation", config.max_source_tokens)
+
+
+def setup(config: TeacherConfig) -> tuple[Any, Any, Encoded, Any]:
+    """Load the data, train (or reload) the tokenizer, encode, build the model.
+
+    Returns:
+        The tokenizer, the untrained model, the encoded training split and the first
+        `eval_examples` validation pairs (a `datasets.Dataset`).
+    """
     work = Path(config.work)
     work.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(config.data)
-    train_rows = eval_teacher.load_split(data_dir, "train")
+    data = validation_data(config)
+    train, val_rows = eval_teacher.load_demo(data, config.eval_examples)
+    sources, summaries = source_texts(train, data, "train"), train["summary"][:]
     tokenizer_dir = work / "tokenizer"
     if (tokenizer_dir / "tokenizer.json").exists():
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     else:
-        tokenizer = train_tokenizer(train_rows, config.vocab_size, tokenizer_dir)
-    data = encode(tokenizer, train_rows, config)
-    val_rows = eval_teacher.load_split(data_dir, "validation", config.eval_examples)
-    return tokenizer, build_model(config, len(tokenizer)), data, val_rows
+        tokenizer = train_tokenizer(sources + summaries, config.vocab_size, tokenizer_dir)
+    encoded = encode(tokenizer, sources, train["document"][:], summaries, config)
+    return tokenizer, build_model(config, len(tokenizer)), encoded, val_rows
 
 
 def fit(config: TeacherConfig) -> None:
@@ -343,20 +358,10 @@ def fit(config: TeacherConfig) -> None:
     torch.set_num_threads(config.threads)
     work = Path(config.work)
     tokenizer, model, data, val_rows = setup(config)
+    val_data = validation_data(config)
     (work / "config.json").write_text(json.dumps(asdict(config), indent=1))
-    decay = [
-        p for n, p in model.named_parameters() if p.dim() > 1 and "relative_attention_bias" not in n
-    ]
-    other = [
-        p
-        for n, p in model.named_parameters()
-        if not (p.dim() > 1 and "relative_attention_bias" not in n)
-    ]
     optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": other, "weight_decay": 0.0},
-        ],
+        weight_decay_groups(model, config.weight_decay, exempt=NO_DECAY),
         lr=config.lr,
         betas=(0.9, 0.98),
         eps=1e-8,
@@ -383,7 +388,7 @@ def fit(config: TeacherConfig) -> None:
         lr = learning_rate(step, fraction, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = make_batch(data, step, fraction, config)
+        batch = curriculum_batch(data, step, fraction, config)
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -398,7 +403,7 @@ def fit(config: TeacherConfig) -> None:
                 loss=f"{np.mean(losses['all'][-100:]):.3f}", lr=f"{lr:.2e}", done=f"{fraction:.3f}"
             )
         if step % config.eval_every == 0 or fraction >= 1.0:
-            scores = validation_rouge(model, tokenizer, val_rows, config)
+            scores = validation_rouge(model, tokenizer, val_rows, val_data, config)
             row = {
                 "step": step,
                 "minutes": round((time.time() - started) / 60, 1),
@@ -431,14 +436,21 @@ def export(config: TeacherConfig, test_examples: int | None, provisional: bool) 
     model = build_model(config, len(tokenizer))
     state = torch.load(work / "checkpoint.pt", weights_only=False)
     model.load_state_dict(state["model"])
-    val_rows = eval_teacher.load_split(Path(config.data), "validation", config.eval_examples)
-    beams = {b: validation_rouge(model, tokenizer, val_rows, config, num_beams=b) for b in (1, 4)}
-    num_beams = max(beams, key=lambda b: beams[b]["rougeL"])
+    val_data = validation_data(config)
+    _, val_rows = eval_teacher.load_demo(val_data, config.eval_examples)
+    beams = {
+        b: validation_rouge(model, tokenizer, val_rows, val_data, config, num_beams=b)
+        for b in (1, 4)
+    }
+    chosen = decoding(config, max(beams, key=lambda b: beams[b]["rougeL"]))
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=0,
-        eos_token_id=1,
-        pad_token_id=0,
-        **generation_settings(config.max_target_tokens, num_beams),
+        decoder_start_token_id=PAD,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        num_beams=chosen.num_beams,
+        max_new_tokens=chosen.max_new_tokens,
+        no_repeat_ngram_size=chosen.no_repeat_ngram_size,
+        do_sample=False,
     )
     if out.exists():
         shutil.rmtree(out)
@@ -483,7 +495,7 @@ def curve_table(path: Path) -> str:
 def model_card(
     config: TeacherConfig, recipe: dict[str, Any], results: dict[str, Any], provisional: bool
 ) -> str:
-    teacher, lead = results["teacher"], results["lead"]
+    """Render `templates/teacher_card.md` (README.md of the exported teacher)."""
     status = (
         f"**PROVISIONAL** export of the checkpoint at step {recipe['trained_steps']} "
         f"(schedule: up to {config.steps} steps); the final teacher overwrites it."
@@ -493,109 +505,40 @@ def model_card(
     beams = ", ".join(
         f"{b} beam(s): {s['rougeL']:.2f}" for b, s in results["validation_by_beams"].items()
     )
-    limit_flag = "" if results["examples"] > 2000 else f" --limit {results['examples']}"
     samples = "\n".join(
         f"| {s['package']} | {s['reference']} | {s['prediction']} |" for s in results["samples"]
     )
-    return f"""# shrink-sweep demo teacher: Debian package synopsis writer
-
-{status}
-
-A small `T5ForConditionalGeneration` (T5 v1.0 layout: ReLU FFN, tied embeddings with output
-scaling) trained from scratch on `trainables/demo/data` (see its DATA_CARD.md) to write a
-Debian package's one-line synopsis from its long description.
-
-## Use
-
-```python
-import torch
-from transformers import AutoTokenizer, T5ForConditionalGeneration
-
-tokenizer = AutoTokenizer.from_pretrained("trainables/demo/teacher")  # T5Tokenizer
-# fp16 on disk, loads as fp32 (config.json says dtype float32)
-model = T5ForConditionalGeneration.from_pretrained("trainables/demo/teacher")
-batch = tokenizer(["7zip: 7-Zip is a file archiver with a high compression ratio. ..."],
-                  max_length={config.max_source_tokens}, truncation=True, return_tensors="pt")
-print(tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True))
-```
-
-- Input: `"<package>: <document>"`, truncated to **{config.max_source_tokens} tokens** (the
-  tokenizer appends `</s>`). Targets: the synopsis, at most {config.max_target_tokens} tokens.
-- Tokenizer: `T5Tokenizer` (tokenizers Unigram, {len_vocab(config)} pieces trained on the
-  training split only), `<pad>`=0, `</s>`=1, `<unk>`=2, no sentinel
-  tokens; the decoder starts from `<pad>`.
-- Decoding (`generation_config.json`): num_beams={results["generation"].get("num_beams")},
-  no_repeat_ngram_size=3, max_new_tokens={config.max_target_tokens}. Beams were chosen on
-  {config.eval_examples} validation examples by ROUGE-L ({beams}).
-- The prefixes `copy:` and `lead:` mark auxiliary training tasks; the synopsis task has none.
-
-## Results (test split, first {results["examples"]:,} pairs in file order)
-
-`rouge_score` F1 x100 with stemming; lead baseline = first {results["lead_k"]} words of the
-document.
-
-| system | ROUGE-1 | ROUGE-2 | ROUGE-L |
-|---|---|---|---|
-| teacher | {teacher["rouge1"]:.2f} | {teacher["rouge2"]:.2f} | {teacher["rougeL"]:.2f} |
-| lead baseline | {lead["rouge1"]:.2f} | {lead["rouge2"]:.2f} | {lead["rougeL"]:.2f} |
-
-Samples:
-
-| package | reference | teacher |
-|---|---|---|
-{samples}
-
-## Size and cost
-
-- {results["parameters"]:,} parameters; {results["megabytes"]} MB on disk (fp16 safetensors).
-- {config.num_layers} encoder + {config.num_decoder_layers} decoder layers,
-  d_model {config.d_model}, d_ff {config.d_ff}, {config.num_heads} heads, dropout {config.dropout}.
-- Trained {recipe["trained_steps"]:,} steps x batch {config.batch_size} in
-  {recipe["trained_minutes"]} min on 2 shared CPU cores (torch, {config.threads} thread(s));
-  decoding the test pairs took {results["decode_seconds"]} s.
-
-## Learning curve
-
-Validation ROUGE on the first {config.eval_examples} validation pairs, greedy decoding;
-`train_loss` is the mean over the interval (all tasks mixed), `p_synopsis` the share of the
-synopsis task at that step.
-
-{curve_table(Path(config.work) / "curve.csv")}
-
-## Recipe and what each choice bought
-
-Earlier throwaway runs (same data, same model size; shared/TEACHER-NOTES.md) trained the plain
-task with batch 48 for 1,400-2,000 updates and reached test ROUGE-L 9.6-12.4 with degenerate
-repetition: the model never learned to copy. This recipe buys copying with updates, not epochs:
-
-- Short source ({config.max_source_tokens} tokens, package name first): the synopsis mostly
-  restates the first sentence, and shorter inputs mean more updates per minute.
-- Batch {config.batch_size}, up to {config.steps:,} steps or {config.max_minutes} min of wall
-  time (whichever ends first drives the schedule; 0 = no time limit), AdamW peak lr
-  {config.lr}, {config.warmup_steps} warmup steps, linear decay to 5%, grad-norm clip 1,
-  no dropout (the model underfits).
-- Curriculum by per-example task sampling: `copy:` and `lead:` (the first sentence) give
-  many target tokens per example and an alignment signal; their share falls from 90% to 5%
-  while the synopsis task rises to 95%. The copy source grows from 16 tokens (target = the
-  whole source) to the full {config.max_source_tokens} by 30% of training (target = a span of
-  6 to {config.max_target_tokens - 1} tokens from a random word start or the beginning).
-  Measured: a first run of this script with 48-token copy sources from the start (copy 50%,
-  lead 30%) stayed on the language-model plateau (loss 5.8, val ROUGE-L 7.5 after 2,400
-  steps; outputs like "s and s to the s"): the decoder ignored the encoder. Copying whole
-  16-token sources alone took the loss from 8.1 to 3.2 in 500 steps, hence the length ramp.
-  Knots (fraction, p_copy, p_lead): {TASK_KNOTS}.
-- Decoding with no_repeat_ngram_size=3 and a length cap removes the repetition loops an
-  undertrained decoder falls into (it changes scores, not the model).
-
-## Reproduce
-
-```
-python scripts/make_dataset.py ...        # see trainables/demo/data/DATA_CARD.md
-{command(config)}    # trains in .teacher-work/ (resumable), exports, evaluates
-{command(config)} --export-only   # re-export the latest checkpoint
-python scripts/eval_teacher.py --model trainables/demo/teacher --split test{limit_flag}
-```
-{by_steps_note(config, recipe)}"""
+    scores = {
+        f"{system}_{name}": f"{value:.2f}"
+        for system in ("teacher", "lead")
+        for name, value in results[system].items()
+    }
+    card = render(
+        "teacher_card.md",
+        {
+            **asdict(config),
+            **scores,
+            "status": status,
+            "vocab": f"{config.vocab_size:,}",
+            "num_beams": results["generation"].get("num_beams"),
+            "beams": beams,
+            "examples": f"{results['examples']:,}",
+            "lead_k": results["lead_k"],
+            "samples": samples,
+            "parameters": f"{results['parameters']:,}",
+            "megabytes": results["megabytes"],
+            "decode_seconds": results["decode_seconds"],
+            "trained_steps": f"{recipe['trained_steps']:,}",
+            "trained_minutes": recipe["trained_minutes"],
+            "curve": curve_table(Path(config.work) / "curve.csv"),
+            "steps_total": f"{config.steps:,}",
+            "longest_span": config.max_target_tokens - 1,
+            "knots": TASK_KNOTS,
+            "command": command(config),
+            "limit_flag": "" if results["examples"] > 2000 else f" --limit {results['examples']}",
+        },
+    )
+    return card + by_steps_note(config, recipe)
 
 
 def by_steps_note(config: TeacherConfig, recipe: dict[str, Any]) -> str:
@@ -603,26 +546,15 @@ def by_steps_note(config: TeacherConfig, recipe: dict[str, Any]) -> str:
     if config.max_minutes <= 0 or recipe["trained_steps"] >= config.steps:
         return ""
     by_steps = replace(config, steps=recipe["trained_steps"], max_minutes=0.0)
-    return f"""
-This run stopped on its {config.max_minutes}-minute limit, so its learning-rate decay and task
-curriculum followed this machine's speed, step for step. A rerun bounded by its step count
-instead decays over the same steps on any machine:
-
-```
-{command(by_steps)}
-```
-"""
+    note = {"max_minutes": config.max_minutes, "command": command(by_steps)}
+    return "\n" + render("by_steps_note.md", note)
 
 
 def command(config: TeacherConfig) -> str:
-    """The train_teacher.py command line that reproduces `config`."""
+    """The train_teacher command line that reproduces `config`."""
     defaults = asdict(TeacherConfig())
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in asdict(config).items() if v != defaults[k]]
-    return " ".join(["python scripts/train_teacher.py", *flags])
-
-
-def len_vocab(config: TeacherConfig) -> str:
-    return f"{config.vocab_size:,}"
+    return " ".join(["python -m scripts.train_teacher", *flags])
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TeacherConfig, argparse.Namespace]:

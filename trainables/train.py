@@ -387,15 +387,35 @@ def _accelerator(threads: int | None) -> Any:
 def _optimizer(
     model: torch.nn.Module, config: TrainConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only: decaying biases and norms only hurts."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    """AdamW with weight decay on matrices only (`weight_decay_groups`)."""
+    groups = weight_decay_groups(model, config.weight_decay)
     # The fused kernel (Trainer's default optimizer too) is the fastest on CPU and CUDA.
     fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused)
+
+
+def weight_decay_groups(
+    model: torch.nn.Module, weight_decay: float, exempt: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups that decay matrices only: decaying biases and norms only hurts.
+
+    Args:
+        model: The model to train; parameters that do not require gradients are left out.
+        weight_decay: The decay of the matrices.
+        exempt: Name fragments of matrices not to decay either, e.g. "relative_attention_bias"
+            (T5's position-bias table, which `Trainer` also exempts).
+
+    Returns:
+        Two groups, the decayed parameters and the rest, each in the model's parameter order.
+    """
+    decayed: dict[bool, list[torch.nn.Parameter]] = {True: [], False: []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            decayed[param.ndim >= 2 and not any(e in name for e in exempt)].append(param)
+    return [
+        {"params": decayed[True], "weight_decay": weight_decay},
+        {"params": decayed[False], "weight_decay": 0.0},
+    ]
 
 
 def _micro_batches(data: TokenizedData, config: TrainConfig) -> Iterator[np.ndarray]:
