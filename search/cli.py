@@ -1,7 +1,9 @@
 """`shrink-sweep`: a thin map from command names to functions.
 
-Exit codes: 0 done; 2 bad input (configuration, model, data, tracking store); 1 the sweep ran
-but failed.
+Exit codes: 0 done; 2 bad input (configuration, model, data, tracking store, export target),
+reported before any work starts; 130 interrupted (Ctrl-C, or a sweep stopped before its end:
+`run --resume` continues it); 1 a sweep that stopped after --max-failures failed trials, or in
+which no trial finished.
 """
 
 from __future__ import annotations
@@ -112,10 +114,10 @@ def validate(args: argparse.Namespace) -> int:
 
 def pareto(args: argparse.Namespace) -> int:
     """Print a sweep's Pareto front and write its plot (the latest sweep by default)."""
-    from search.sweep import write_front_csv
+    from search.front import front_rows, objective_pairs, write_front_csv
 
     config, tracker, run = _open_sweep(args)
-    front = _front_rows(tracker, config)
+    front = front_rows(tracker.trial_rows("finished"), objective_pairs(config))
     print(f"sweep {run.info.run_name} ({run.info.run_id})")
     _print_front(front, config)
     if args.out:
@@ -187,7 +189,7 @@ def _open_sweep(args: argparse.Namespace) -> tuple:
     Raises:
         ConfigError: no such sweep in the configuration's experiment.
     """
-    from search.sweep import SweepPaths
+    from search.paths import SweepPaths
     from search.tracking import Tracker, check_store, resolve_uri
 
     config = load_config(args.space, _overrides(args))
@@ -201,42 +203,24 @@ def _open_sweep(args: argparse.Namespace) -> tuple:
     return config, tracker, run
 
 
-def _front_rows(tracker: object, config: object) -> list[dict]:
-    from search.pareto import pareto_front
-
-    rows = [
-        r for r in tracker.trial_rows("finished") if all(o.metric in r for o in config.objectives)
-    ]
-    if not rows:
-        return []
-    values = [[float(r[o.metric]) for o in config.objectives] for r in rows]
-    mask = pareto_front(values, [o.mode for o in config.objectives])
-    return [r for r, m in zip(rows, mask, strict=True) if m]
-
-
 def _print_front(front: list[dict], config: object) -> None:
+    from search.console import cell
+    from search.front import objective_pairs
     from search.pareto import front_table
 
     if not front:
         print("Pareto front: empty (no finished trial)")
         return
-    objectives = [(o.metric, o.mode) for o in config.objectives]
-    table = front_table(front, objectives)
+    table = front_table(front, objective_pairs(config))
     columns = ["trial", *[o.metric for o in config.objectives], "encoder_layers", "decoder_layers"]
     extra = [c for c in ("rouge1", "rouge2", "size_mb", "latency_ms") if c not in columns]
     columns += extra
-    cells = [[_cell(row.get(c)) for c in columns] for row in table]
+    cells = [[cell(row.get(c)) for c in columns] for row in table]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print(f"Pareto front ({len(table)} trials):")
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.2f}"
-    return "-" if value is None else str(value)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:

@@ -1,12 +1,44 @@
-"""The sweep's Pareto front as its users see it: which finished trials are on it, and in what
-order. Pure: rows in, rows out; no MLflow, no Ray, no torch."""
+"""The sweep's Pareto front: which finished trials are on it, its hypervolume, and what shows it
+(pareto.csv and pareto.html on the sweep's run, the kept weights of the trials on it).
+
+No Ray and no torch, so that `shrink-sweep pareto` stays quick: rows in, rows out; MLflow is
+reached only through the `Tracker` a caller passes, and plotly only when a plot is written.
+"""
 
 from __future__ import annotations
 
+import csv
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from search.pareto import front_table
+from search.config import METRICS, SweepConfig
+from search.pareto import front_table, hypervolume
+
+if TYPE_CHECKING:
+    from search.tracking import Tracker
+
+# Metrics a trial reports that are logged to MLflow (Ray adds many bookkeeping keys).
+TRIAL_METRICS = (
+    *METRICS,
+    "train_loss",
+    "eval_loss",
+    "train_seconds",
+    "examples_per_second",
+    "startup_seconds",
+)
+
+
+def trial_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The `TRIAL_METRICS` of a trial's result or row, without Ray's bookkeeping keys."""
+    return {k: result[k] for k in TRIAL_METRICS if k in result}
+
+
+def objective_pairs(config: SweepConfig) -> list[tuple[str, str]]:
+    """The sweep's objectives as (metric, mode) pairs, e.g. [("rougeL", "max"), ...]."""
+    return [(o.metric, o.mode) for o in config.objectives]
 
 
 def scored_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
@@ -32,3 +64,93 @@ def front_rows(
     """
     scored = scored_rows(rows, [metric for metric, _ in objectives])
     return front_table(scored, objectives) if scored else []
+
+
+def reference_point(config: SweepConfig, parent_params: int) -> list[float]:
+    """The hypervolume's reference point, one value per objective.
+
+    A value given in space.yaml's `reference_point` is used as is. Otherwise a maximized
+    metric gets 0, a minimized parameter count (`params`, `params_non_embedding`) the base
+    model's parameter count, and any other minimized metric (size_mb, latency_ms) 1e12, far
+    beyond any trial, so that every trial adds to the hypervolume.
+    """
+    point = []
+    for objective in config.objectives:
+        if objective.metric in config.reference_point:
+            point.append(config.reference_point[objective.metric])
+        elif objective.mode == "max":
+            point.append(0.0)
+        else:
+            point.append(float(parent_params) if objective.metric.startswith("params") else 1e12)
+    return point
+
+
+def update_front(
+    tracker: Tracker, config: SweepConfig, parent_params: int
+) -> tuple[list[dict[str, Any]], float]:
+    """Recompute the front over every finished trial and log it to the sweep's parent run.
+
+    Logs the hypervolume and front size (at the step of the finished trials' count) and
+    pareto.csv and pareto.html; with `keep_weights: pareto`, deletes the dominated trials'
+    weights.
+
+    Returns:
+        All finished trial rows (each with `on_front`) and the front's hypervolume.
+    """
+    objectives = objective_pairs(config)
+    metrics = [metric for metric, _ in objectives]
+    rows = scored_rows(tracker.trial_rows("finished"), metrics)
+    if not rows:
+        return [], 0.0
+    front = front_rows(rows, objectives)
+    on_front = {row["run_id"] for row in front}
+    for row in rows:
+        row["on_front"] = row["run_id"] in on_front
+    values = [[row[m] for m in metrics] for row in front]
+    modes = [mode for _, mode in objectives]
+    hv = hypervolume(values, modes, reference_point(config, parent_params))
+    tracker.log_sweep_metrics({"hypervolume": hv, "front_size": len(front)}, step=len(rows))
+    _log_front_artifacts(tracker, config, rows)
+    if config.keep_weights == "pareto":
+        drop_dominated_weights(rows)
+    return rows, hv
+
+
+def write_front_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Every finished trial, front first, with the columns a user compares."""
+    columns = ["trial", "on_front", *TRIAL_METRICS, "strategy", "encoder_layers", "decoder_layers"]
+    extra = sorted({k for r in rows for k in r} - set(columns) - {"run_id", "outcome"})
+    ordered = sorted(rows, key=lambda r: (not r.get("on_front"), r.get("trial") or ""))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, [*columns, *extra], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(ordered)
+    return path
+
+
+def plot_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as the plot shows them: the trial, its settings and its metrics, nothing else
+    (every key of a row becomes a line of its marker's hover text)."""
+    keep = ("trial", "strategy", "encoder_layers", "decoder_layers", "learning_rate", "max_steps")
+    return [{**{k: row[k] for k in keep if k in row}, **trial_metrics(row)} for row in rows]
+
+
+def drop_dominated_weights(rows: Sequence[Mapping[str, Any]]) -> None:
+    """A dominated trial stays dominated, so its weights can go (keep_weights: pareto)."""
+    for row in rows:
+        checkpoint = row.get("checkpoint")
+        if not row["on_front"] and checkpoint and Path(checkpoint).is_dir():
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _log_front_artifacts(tracker: Tracker, config: SweepConfig, rows: list[dict[str, Any]]) -> None:
+    from search.plot import pareto_figure, write_pareto_html
+
+    x, y = config.objectives[-1], config.objectives[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        table = write_front_csv(rows, Path(tmp) / "pareto.csv")
+        title = str(tracker.sweep_run_id)
+        fig = pareto_figure(plot_rows(rows), x.metric, y.metric, x.mode, y.mode, title)
+        html = write_pareto_html(fig, Path(tmp) / "pareto.html")
+        tracker.log_sweep_artifact(table)
+        tracker.log_sweep_artifact(html)

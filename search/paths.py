@@ -1,0 +1,34 @@
+"""Where a sweep keeps its state on disk: the store's layout, and nothing that needs Ray.
+
+Light on purpose: `shrink-sweep pareto` and `export` find the store's artifacts through it
+without importing the driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """Where a sweep keeps its state; all under the local store directory by default."""
+
+    store: Path
+    study: str | None = None  # an Optuna storage URL (--optuna-storage) instead of optuna.db
+
+    @property
+    def ray(self) -> Path:
+        return self.store.resolve() / "ray"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.store.resolve() / "artifacts"
+
+    def weights(self, sweep: str) -> Path:
+        """Where the driver keeps the trials' weights, one model directory per trial."""
+        return self.ray / sweep / "weights"
+
+    @property
+    def optuna_url(self) -> str:
+        return self.study or f"sqlite:///{self.store.resolve() / 'optuna.db'}"

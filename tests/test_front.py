@@ -1,0 +1,120 @@
+"""The sweep's front upkeep (`search.front`): which rows are on it, its reference point and
+hypervolume, what it logs to the sweep's run, and which trials' weights it deletes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from tiny import tiny_space
+
+from search.config import config_from_dict
+from search.front import front_rows, reference_point, update_front, write_front_csv
+
+# (trial, rougeL, params): b and d are dominated, e reports no ROUGE.
+TRIALS = [("a", 30.0, 100.0), ("b", 20.0, 200.0), ("c", 40.0, 300.0), ("d", 10.0, 300.0)]
+
+
+def trial_rows(weights: Path | None = None) -> list[dict]:
+    rows = []
+    for trial, rouge, params in TRIALS:
+        row = {"trial": trial, "run_id": f"run-{trial}", "rougeL": rouge, "params": params}
+        if weights is not None:
+            row["checkpoint"] = str(weights / trial)
+        rows.append(row)
+    return [*rows, {"trial": "e", "run_id": "run-e", "params": 50.0}]
+
+
+class FakeTracker:
+    """What `update_front` asks of a `Tracker`: the finished rows, and a place to log."""
+
+    sweep_run_id = "sweep-run"
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+        self.metrics: list[tuple[dict, int]] = []
+        self.artifacts: dict[str, str] = {}
+
+    def trial_rows(self, outcome: str | None = "finished") -> list[dict]:
+        assert outcome == "finished"
+        return [dict(r) for r in self.rows]
+
+    def log_sweep_metrics(self, metrics: dict, step: int) -> None:
+        self.metrics.append((metrics, step))
+
+    def log_sweep_artifact(self, path: Path) -> None:
+        self.artifacts[path.name] = path.read_text()
+
+
+def sweep_config(**changes):
+    return config_from_dict(tiny_space("tiny-model", **changes))
+
+
+def test_front_rows_keeps_the_front_best_first_and_skips_rows_without_an_objective():
+    front = front_rows(trial_rows(), [("rougeL", "max"), ("params", "min")])
+    assert [r["trial"] for r in front] == ["c", "a"]
+    assert front_rows([], [("rougeL", "max")]) == []
+
+
+def test_reference_point_uses_the_config_then_the_base_model_then_far_beyond():
+    objectives = [
+        {"metric": "rougeL", "mode": "max"},
+        {"metric": "params", "mode": "min"},
+        {"metric": "size_mb", "mode": "min"},
+    ]
+    assert reference_point(sweep_config(objectives=objectives), 500) == [0.0, 500.0, 1e12]
+    configured = sweep_config(objectives=objectives, reference_point={"size_mb": 4.0})
+    assert reference_point(configured, 500) == [0.0, 500.0, 4.0]
+
+
+def test_update_front_marks_logs_and_drops_the_dominated_weights(tmp_path):
+    weights = tmp_path / "weights"
+    for trial, *_ in TRIALS:
+        (weights / trial).mkdir(parents=True)
+    tracker = FakeTracker(trial_rows(weights))
+
+    rows, hv = update_front(tracker, sweep_config(), parent_params=500)
+
+    assert {r["trial"]: r["on_front"] for r in rows} == {
+        "a": True,
+        "b": False,
+        "c": True,
+        "d": False,
+    }
+    # Reference (0, 500): a covers 30 x 400, c adds 10 x 200 above it.
+    assert hv == pytest.approx(30 * 400 + 10 * 200)
+    assert tracker.metrics == [({"hypervolume": hv, "front_size": 2}, 4)]
+    table = list(csv.DictReader(tracker.artifacts["pareto.csv"].splitlines()))
+    assert [(r["trial"], r["on_front"]) for r in table] == [
+        ("a", "True"),
+        ("c", "True"),
+        ("b", "False"),
+        ("d", "False"),
+    ]
+    assert "a" in tracker.artifacts["pareto.html"]
+    assert sorted(p.name for p in weights.iterdir()) == ["a", "c"]
+
+
+def test_update_front_keeps_every_weight_unless_told_and_is_empty_without_rows(tmp_path):
+    weights = tmp_path / "weights"
+    for trial, *_ in TRIALS:
+        (weights / trial).mkdir(parents=True)
+    rows, _ = update_front(FakeTracker(trial_rows(weights)), sweep_config(keep_weights="all"), 500)
+    assert sum(r["on_front"] for r in rows) == 2
+    assert sorted(p.name for p in weights.iterdir()) == ["a", "b", "c", "d"]
+
+    tracker = FakeTracker([])
+    assert update_front(tracker, sweep_config(), 500) == ([], 0.0)
+    assert tracker.metrics == [] and tracker.artifacts == {}
+
+
+def test_write_front_csv_puts_the_front_first_and_keeps_extra_columns(tmp_path):
+    rows = [
+        {"trial": "b", "on_front": False, "rougeL": 1.0, "run_id": "x", "seed": 3},
+        {"trial": "a", "on_front": True, "rougeL": 2.0, "run_id": "y", "seed": 4},
+    ]
+    path = write_front_csv(rows, tmp_path / "front.csv")
+    table = list(csv.DictReader(path.read_text().splitlines()))
+    assert [(r["trial"], r["seed"]) for r in table] == [("a", "4"), ("b", "3")]
+    assert "run_id" not in table[0]
