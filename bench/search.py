@@ -24,9 +24,10 @@ import optuna
 from bench.common import DEFAULT_SPACE, read_rows
 from bench.layer_table import TABLE
 from search.config import SweepConfig, load_config
+from search.front import reference_point
 from search.pareto import hypervolume
 from search.space import plan, suggest
-from search.sweep import make_sampler, reference_point
+from search.tuner import make_sampler
 
 Table = dict[tuple[int, int], tuple[float, float]]  # (encoder, decoder) -> (rougeL, params)
 

@@ -253,6 +253,10 @@ class Tracker:
         )
         return runs[0].info.run_id if runs else None
 
+    def run_info(self, run_id: str) -> Any:
+        """MLflow's record of a run's life (`RunInfo`): its status, start and end times."""
+        return self.client.get_run(run_id).info
+
     def log_trial_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         self._log(run_id, metrics=metrics, step=step)
 

@@ -11,16 +11,14 @@ def test_settle_trials_stops_running_runs_and_ends_those_cut_off_mid_write(tmp_p
     runs = {name: tracker.start_trial(name, {}, {}) for name in ("done", "cut", "failed", "live")}
     tracker.end_trial(runs["done"], "finished")
     # A SIGKILL between end_trial's two writes: the outcome is written, the status is not.
-    tracker.client.set_tag(runs["cut"], OUTCOME_TAG, "finished")
-    tracker.client.set_tag(runs["failed"], OUTCOME_TAG, "failed")
+    tracker.set_trial_tags(runs["cut"], {OUTCOME_TAG: "finished"})
+    tracker.set_trial_tags(runs["failed"], {OUTCOME_TAG: "failed"})
 
     assert tracker.settle_trials() == 3
 
-    status = {name: tracker.client.get_run(run).info.status for name, run in runs.items()}
+    status = {name: tracker.run_info(run).status for name, run in runs.items()}
     assert status == {"done": "FINISHED", "cut": "FINISHED", "failed": "FAILED", "live": "KILLED"}
-    outcomes = {
-        name: tracker.client.get_run(run).data.tags[OUTCOME_TAG] for name, run in runs.items()
-    }
+    outcomes = {row["trial"]: row["outcome"] for row in tracker.trial_rows(None)}
     assert outcomes == {
         "done": "finished",
         "cut": "finished",

@@ -1,0 +1,186 @@
+"""The driver's Ray Tune callbacks: the one writer to MLflow, and the sweep's failure limit.
+
+`TrackingCallback` mirrors Tune's trial events into MLflow (one child run per trial), keeps
+the front's artifacts current and prints a line per trial; `FailureLimit` stops the sweep
+once too many trials failed. Both run in the driver's process. Imports Ray.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from search.config import SweepConfig
+from search.console import echo
+from search.front import trial_metrics, update_front
+from search.space import InfeasibleError, plan
+from search.tracking import Tracker
+
+
+def _tune_base(name: str) -> type:
+    import ray.tune
+
+    return getattr(ray.tune, name)
+
+
+# The live callback of each sweep in this process. Tune pickles its callbacks into the
+# experiment state; a restored experiment must reach the new process's callback (with its
+# own MLflow client and failure limit), not a stale copy, so a callback pickles as its name.
+_LIVE: dict[str, TrackingCallback] = {}
+
+
+def _live_callback(sweep: str) -> TrackingCallback:
+    return _LIVE[sweep]
+
+
+class TrackingCallback(_tune_base("Callback")):
+    """Mirrors Ray Tune's trial events into MLflow and keeps the Pareto artifacts current.
+
+    Args:
+        finished_before: trials of a resumed sweep that had finished; their events (a replay
+            of their record) write nothing.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        config: SweepConfig,
+        parent_layers: tuple[int, int],
+        parent_params: int,
+        progress: bool,
+        sweep: str,
+        finished_before: Iterable[str] = (),
+    ) -> None:
+        self.tracker = tracker
+        self.config = config
+        self.parent_layers = parent_layers
+        self.parent_params = parent_params
+        self.progress = progress
+        self.sweep = sweep
+        self.runs: dict[str, str] = {}  # trial id -> MLflow run id
+        self.started: dict[str, float] = {}
+        self.failures: Counter[str] = Counter()  # last line of each error -> count
+        self.finished_before = set(finished_before)
+        _LIVE[sweep] = self
+
+    def __reduce__(self) -> tuple:
+        return (_live_callback, (self.sweep,))
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.finished_before:
+            return
+        params = dict(trial.config)
+        try:
+            planned = plan(params, self.parent_layers)
+            params.update(
+                encoder_layers=planned.encoder_layers, decoder_layers=planned.decoder_layers
+            )
+            params.update(encoder=len(planned.encoder_layers), decoder=len(planned.decoder_layers))
+        except InfeasibleError:
+            pass  # the trial itself fails with the reason
+        self.runs[trial.trial_id] = self.tracker.start_trial(trial.trial_id, params, {})
+        self.started[trial.trial_id] = time.monotonic()
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        if trial.trial_id in self.finished_before:
+            return  # replayed from its own record: nothing new
+        run_id = self._run(trial)
+        step = int(result.get("step", 0))
+        self.tracker.log_trial_metrics(run_id, trial_metrics(result), step=step)
+        where = {k: str(result[k]) for k in ("node", "node_ip") if result.get(k)}
+        if where:  # node: the Ray node id the trial reports; one machine's nodes share an IP
+            self.tracker.set_trial_tags(run_id, where)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.finished_before:
+            return
+        run_id = self._run(trial)
+        result = trial.last_result or {}
+        if not result.get("final"):  # stopped early by the scheduler, or by the sweep's end
+            step = int(result.get("step", 0))
+            self.tracker.set_trial_tags(run_id, {"stopped_at_step": str(step)})
+            self.tracker.end_trial(run_id, "stopped")
+            self._after(trial, "stopped", f"early, at step {result.get('step', 0)}")
+            return
+        if result.get("weights"):  # where the driver's receiver wrote them
+            self.tracker.set_trial_tags(run_id, {"checkpoint": str(result["weights"])})
+        self.tracker.end_trial(run_id, "finished")
+        self._after(trial, "finished")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = _error_text(trial)
+        self.failures[_error_summary(error)] += 1
+        self.tracker.end_trial(self._run(trial), "failed", error=error)
+        self._after(trial, "failed", _error_summary(error))
+
+    def failure_message(self) -> str:
+        """How many trials failed, and the most common error with its count."""
+        ((error, count),) = self.failures.most_common(1)
+        total = self.failures.total()
+        return f"stopped after {total} failed trials; most common error ({count}x): {error}"
+
+    def _run(self, trial: Any) -> str:
+        if trial.trial_id not in self.runs:  # a trial that started before a resume
+            self.runs[trial.trial_id] = self.tracker.start_trial(trial.trial_id, trial.config, {})
+        return self.runs[trial.trial_id]
+
+    def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
+        rows, hv = update_front(self.tracker, self.config, self.parent_params)
+        done = sum(r["outcome"] != "running" for r in self.tracker.trial_rows(None))
+        seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+        line = f"[{done}/{self.config.trials}] trial {trial.trial_id} {outcome} in {seconds:.0f}s"
+        if outcome == "finished":
+            result = trial.last_result or {}
+            line += " | " + ", ".join(
+                f"{o.metric} {_short(result.get(o.metric))}" for o in self.config.objectives
+            )
+        else:
+            line += f" | {detail}"
+        line += f" | front {sum(r['on_front'] for r in rows)} of {len(rows)}, hypervolume {hv:.4g}"
+        echo(self.progress, line)
+
+
+class FailureLimit(_tune_base("Stopper")):
+    """Stops the whole sweep once `limit` trials have failed (--max-failures)."""
+
+    def __init__(self, callback: TrackingCallback, limit: int) -> None:
+        self.callback = callback
+        self.limit = limit
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.callback.failures.total() >= self.limit
+
+
+def _error_text(trial: Any) -> str:
+    path = Path(trial.error_file) if trial.error_file else None
+    if path and path.is_file():
+        return path.read_text()[-5000:]
+    return str(trial.get_error() or "the trial failed without an error message")
+
+
+def _error_summary(text: str) -> str:
+    """One line for an error: the last `SomethingError: ...` line of its traceback, else the
+    first line of Ray's report (a killed worker has no traceback)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]*(Error|Exception)\b", line):
+            return line[:300]
+    described = [line for line in lines if not line.startswith("Failure #")]
+    return described[0][:300] if described else "unknown error"
+
+
+def _short(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "?"
+    if abs(value) >= 1e5:
+        return f"{value / 1e6:.2f}M"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.2f}"

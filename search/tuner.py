@@ -1,0 +1,156 @@
+"""Ray Tune and Optuna wired together for one sweep.
+
+Ray Tune schedules the trials (concurrency follows `resources`; a cluster runs them on its
+nodes) and Optuna proposes them through Ray's `OptunaSearch`, the objectives as a list, its
+study in the store's optuna.db or `--optuna-storage`. The trial itself is
+`search.trainable.tune_trial`; the early-stopping scheduler is `search.early_stopping`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search.config import SweepConfig
+from search.paths import SweepPaths
+from search.preflight import Prepared
+from search.space import grid, suggest
+from search.tracking import store_lock
+from search.trainable import tune_trial
+from search.weights import start_receiver
+
+if TYPE_CHECKING:
+    from search.callbacks import FailureLimit, TrackingCallback
+
+
+def run_trials(
+    config: SweepConfig,
+    prepared: Prepared,
+    paths: SweepPaths,
+    callback: TrackingCallback,
+    stopper: FailureLimit,
+    finished: dict[str, dict[str, float]] | None,
+) -> None:
+    """Run the sweep's Tune experiment (`callback.sweep`) until its trials are done or it stops.
+
+    Args:
+        finished: None for a new sweep; for a resumed one, the metrics of the trials MLflow
+            records as finished. The experiment is then restored from its saved state:
+            finished and failed trials stay as they are, trials cut off mid-run start over.
+    """
+    from ray import tune
+
+    trainable = _trainable(config, prepared, paths.weights(callback.sweep), finished)
+    if finished is not None:
+        tuner = tune.Tuner.restore(str(paths.ray / callback.sweep), trainable)
+    else:
+        tuner = _new_tuner(config, prepared, paths, trainable, callback, stopper)
+    tuner.fit()
+
+
+def _trainable(
+    config: SweepConfig,
+    prepared: Prepared,
+    weights: Path,
+    finished: dict[str, dict[str, float]] | None,
+) -> Any:
+    """`tune_trial` with the prepared model and data, and the resources one trial takes."""
+    from ray import tune
+
+    receiver = None  # keep_weights: none: trials send no weights at all
+    if config.keep_weights != "none":  # also on a resume: the old receiver ended with its driver
+        receiver = start_receiver(weights)
+    return tune.with_resources(
+        tune.with_parameters(
+            tune_trial,
+            base=prepared.base,
+            data=prepared.data,
+            decoding=config.decoding,
+            parent_layers=prepared.parent_layers,
+            receiver=receiver,
+            finished=finished,
+        ),
+        {"cpu": config.resources.cpus, "gpu": config.resources.gpus},
+    )
+
+
+def _new_tuner(
+    config: SweepConfig,
+    prepared: Prepared,
+    paths: SweepPaths,
+    trainable: Any,
+    callback: TrackingCallback,
+    stopper: FailureLimit,
+) -> Any:
+    import ray
+    from ray import tune
+
+    from search.early_stopping import make_scheduler
+
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(config, prepared, callback.sweep, paths),
+            scheduler=make_scheduler(config.scheduler, config.objectives),
+            num_samples=config.trials,
+            # Without a limit Tune lets a searcher have one trial pending at a time, so the
+            # other slots idle while that trial's worker starts.
+            max_concurrent_trials=_slots(config, ray.cluster_resources()),
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            reuse_actors=True,  # the next trial skips a new worker's start-up and imports
+        ),
+        run_config=tune.RunConfig(
+            name=callback.sweep,
+            storage_path=str(paths.ray),
+            callbacks=[callback],
+            stop=stopper,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+
+
+def _slots(config: SweepConfig, cluster: dict[str, float]) -> int:
+    """How many trials the cluster can run at once with the configured resources."""
+    slots = cluster.get("CPU", 1) // config.resources.cpus
+    if config.resources.gpus:
+        slots = min(slots, cluster.get("GPU", 0) // config.resources.gpus)
+    if config.max_concurrent:
+        slots = min(slots, config.max_concurrent)
+    return max(1, int(slots))
+
+
+def _searcher(config: SweepConfig, prepared: Prepared, sweep: str, paths: SweepPaths) -> Any:
+    from search.early_stopping import StoppingOptunaSearch
+
+    return StoppingOptunaSearch(
+        space=functools.partial(suggest, config=config, parent_layers=prepared.parent_layers),
+        metric=[o.metric for o in config.objectives],
+        mode=[o.mode for o in config.objectives],
+        sampler=make_sampler(config, prepared.parent_layers),
+        study_name=sweep,
+        storage=_optuna_storage(paths.optuna_url),
+        points_to_evaluate=[dict(p) for p in config.first] or None,
+    )
+
+
+def _optuna_storage(url: str) -> Any:
+    import optuna
+
+    with store_lock(url):
+        return optuna.storages.RDBStorage(url)
+
+
+def make_sampler(config: SweepConfig, parent_layers: tuple[int, int]) -> Any:
+    """The Optuna sampler named in `space.yaml`, seeded."""
+    import optuna
+
+    name, seed = config.sampler.name, config.sampler.seed
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid(config, parent_layers), seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.sampler.startup_trials)
