@@ -69,7 +69,7 @@ def latest_sweep(tracker: Tracker) -> tuple[Any, list[tuple[dict[str, Any], Any]
     in the order they started."""
     sweep = tracker.find_sweep()
     tracker.sweep_run_id = sweep.info.run_id
-    trials = [(row, tracker.client.get_run(row["run_id"]).info) for row in tracker.trial_rows(None)]
+    trials = [(row, tracker.run_info(row["run_id"])) for row in tracker.trial_rows(None)]
     return sweep, sorted(trials, key=lambda trial: trial[1].start_time)
 
 

@@ -25,8 +25,8 @@ from bench.common import DEFAULT_SPACE, REPO
 from search.config import load_config
 from search.export.int8 import load_int8
 from search.export.ship import eval_data
+from trainables.scoring import evaluate_model, generate_summaries
 from trainables.shrink import count_parameters
-from trainables.train import evaluate_model, generate_summaries
 from trainables.trial import load_base, resolve_model
 from trainables.trial import size_on_disk_mb as weights_mb
 

@@ -3,7 +3,7 @@
 Tabular, as NAS benchmarks do it: every (encoder, decoder) layer count of the demo teacher was
 trained once (`bench/layer_table.py` keeps the table), so a search is a lookup and many seeds
 take seconds. Each sampler runs the sweep's own search space, `first:` points and sampler
-settings (`search.space.suggest`, `search.sweep.make_sampler`) with the strategy fixed to the
+settings (`search.space.suggest`, `search.tuner.make_sampler`) with the strategy fixed to the
 table's; the hypervolume of its front after N trials is compared, mean over seeds, with random
 search's and with the whole table's (the best any search can reach).
 

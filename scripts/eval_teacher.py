@@ -4,7 +4,7 @@
 
 Decoding uses the model's generation_config.json unless overridden. ROUGE is the
 `rouge_score` F1 with stemming, x100, one synopsis per example. Loading, generation and
-ROUGE are the trial's own (`trainables.data`, `trainables.train`, `trainables.rouge`), so the
+ROUGE are the trial's own (`trainables.data`, `trainables.scoring`, `trainables.rouge`), so the
 teacher is scored exactly as the sweep scores its students.
 """
 
@@ -85,7 +85,7 @@ def generate(
         One summary per row.
     """
     from trainables.data import tokenize_sources
-    from trainables.train import generate_summaries
+    from trainables.scoring import generate_summaries
 
     input_ids, _ = tokenize_sources(rows, tokenizer, data)
     predictions, _ = generate_summaries(

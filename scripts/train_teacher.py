@@ -36,9 +36,10 @@ from tqdm import tqdm
 
 from scripts import eval_teacher
 from scripts.cards import render
+from trainables.batches import make_batch
 from trainables.config import DataConfig, DecodingConfig
 from trainables.data import source_texts
-from trainables.train import make_batch, weight_decay_groups
+from trainables.train import weight_decay_groups
 
 # Task schedule knots: (fraction of training, p(copy), p(lead)); p(synopsis) is the rest.
 TASK_KNOTS = (

@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 
 from search.params import Fixed, Param, number, param_values, parse_param
-from search.pareto import MODES
 from search.yaml_dataclass import Schema, apply_overrides, kind
 from trainables.config import DataConfig, DecodingConfig, TrainConfig
 from trainables.layers import STRATEGIES
 
+MODES = ("max", "min")  # an objective is maximized or minimized
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 SCHEDULERS = ("fifo", "pareto")
 # Metrics a trial reports that may serve as objectives.

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-MODES = ("max", "min")
+from search.config import MODES
+
 # Knee scores this close to the best count as tied, so that rounding in the rescaling cannot
 # pick a different point of a symmetric front than exact arithmetic would.
 _KNEE_TOLERANCE = 1e-12

@@ -223,7 +223,7 @@ def record_trial(tracker: Tracker, trial: str, params: dict, metrics: dict, chec
     """What the sweep's Tune callback records for a finished trial."""
     run_id = tracker.start_trial(trial, params, {})
     tracker.log_trial_metrics(run_id, metrics, step=int(metrics.get("step", 0)))
-    tracker.client.set_tag(run_id, "checkpoint", str(checkpoint))
+    tracker.set_trial_tags(run_id, {"checkpoint": str(checkpoint)})
     tracker.end_trial(run_id, "finished")
 
 

@@ -10,22 +10,13 @@ import torch
 from tiny import TINY_FILES, tiny_bart_dir, tiny_t5_dir
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from trainables.batches import length_batches, make_batch
 from trainables.config import DataConfig, DecodingConfig, TrainConfig
 from trainables.data import TokenizedData, TokenRows, load_splits, tokenize_splits
+from trainables.losses import distillation_loss, seq2seq_loss
 from trainables.rouge import ROUGE_TYPES
-from trainables.train import (
-    NonFiniteLossError,
-    distillation_loss,
-    eval_loss,
-    evaluate_model,
-    fine_tune,
-    generate_summaries,
-    length_batches,
-    make_batch,
-    precision_for,
-    seq2seq_loss,
-    total_steps,
-)
+from trainables.scoring import eval_loss, evaluate_model, generate_summaries
+from trainables.train import NonFiniteLossError, fine_tune, precision_for, total_steps
 
 DATA = DataConfig(
     files=TINY_FILES,

@@ -66,4 +66,3 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
         for key in ROUGE_TYPES:
             totals[key] += scores[key].fmeasure
     return {key: 100.0 * total / len(predictions) for key, total in totals.items()}
-

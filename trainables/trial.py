@@ -169,7 +169,8 @@ def run_trial(
     """
     started = time.perf_counter()
     startup_seconds = math.nan  # set when the first optimizer step is done
-    from trainables.train import evaluate_model, fine_tune
+    from trainables.scoring import evaluate_model
+    from trainables.train import fine_tune
 
     student, tokenizer, teacher, sizes = _shrunk_student(config, base)
 

@@ -32,8 +32,8 @@ def write_model(checkpoint: Path, directory: Path, config: SweepConfig) -> None:
         directory: An empty directory to write into.
         config: The sweep's configuration (data and decoding).
     """
+    from trainables.scoring import generation_config
     from trainables.shrink import UnsupportedModelError, size_cache_by_decoder
-    from trainables.train import generation_config
     from trainables.trial import load_base
 
     model, tokenizer = load_base(str(checkpoint))
@@ -49,7 +49,7 @@ def write_model(checkpoint: Path, directory: Path, config: SweepConfig) -> None:
     }
     if config.data.source_prefix:
         model.config.prefix = config.data.source_prefix  # pipelines prepend config.prefix
-    # The decoding the sweep scored with, as trainables.train.evaluate_model decodes.
+    # The decoding the sweep scored with, as trainables.scoring.evaluate_model decodes.
     model.generation_config = generation_config(model.generation_config, config.decoding)
     tokenizer.model_max_length = config.data.max_source_length
     model.save_pretrained(directory)

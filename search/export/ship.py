@@ -193,7 +193,7 @@ def build(
 def _score(
     model: nn.Module, tokenizer: Any, data: Any, decoding: DecodingConfig, params: float, mb: float
 ) -> dict[str, float]:
-    from trainables.train import evaluate_model
+    from trainables.scoring import evaluate_model
 
     metrics = evaluate_model(model, tokenizer, data, decoding)
     return {**metrics, "params": params, "size_mb": mb, "examples": len(data.eval_references)}
