@@ -10,6 +10,7 @@ as one `DataError` that names it, before any tokenization or training starts.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import string
@@ -243,6 +244,11 @@ class TokenRows(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def head(self, n: int) -> TokenRows:
+        """The first `n` rows (all of them if there are fewer)."""
+        n = min(n, len(self))
+        return TokenRows(self.values[: self.offsets[n]], self.offsets[: n + 1])
+
     def __getitem__(self, index: int) -> np.ndarray:
         if not isinstance(index, (int, np.integer)):
             raise TypeError(f"TokenRows index must be an integer, got {type(index).__name__}")
@@ -267,6 +273,17 @@ class TokenizedData:
     eval_labels: TokenRows
     eval_references: tuple[str, ...]  # the eval summaries as text, for ROUGE
     truncated_sources: int = 0  # sources cut to max_source_length, both splits together
+
+    def eval_head(self, n: int) -> TokenizedData:
+        """The same data with only the first `n` evaluation pairs: a cheaper evaluation (the
+        evaluation split is a seeded sample when `max_eval_examples` is set, so the first
+        pairs are a sample too)."""
+        return dataclasses.replace(
+            self,
+            eval_input_ids=self.eval_input_ids.head(n),
+            eval_labels=self.eval_labels.head(n),
+            eval_references=self.eval_references[:n],
+        )
 
 
 def tokenize_splits(

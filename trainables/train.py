@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +100,7 @@ def fine_tune(
     pad_token_id: int,
     on_step: Callable[[int, float], None] | None = None,
     evaluate_at: Callable[[int], None] | None = None,
+    eval_steps: Collection[int] = (),
     threads: int | None = None,
     teacher: torch.nn.Module | None = None,
 ) -> TrainStats:
@@ -117,8 +118,11 @@ def fine_tune(
         config: Hyperparameters; `seed` fixes dropout and batch order.
         pad_token_id: The tokenizer's pad id, used to pad sources.
         on_step: Called after every optimizer step with (step, mean loss of the step).
-        evaluate_at: Called with the step every `config.eval_every` steps, except after
-            the last (the caller evaluates the final model); its time is not training time.
+        evaluate_at: Called with the step every `config.eval_every` steps and at each of
+            `eval_steps`, except after the last (the caller evaluates the final model); its
+            time is not training time.
+        eval_steps: Steps to evaluate at besides every `eval_every`, e.g. the rungs of an
+            early-stopping scheduler.
         threads: CPU threads for torch (`torch.set_num_threads`); ignored on a GPU.
         teacher: The model whose soft targets `config.distill` weighs in (the unshrunk base
             model); it is not trained.
@@ -168,7 +172,7 @@ def fine_tune(
         tokens += _token_count(data, np.concatenate(indices))
         if on_step is not None:
             on_step(step, loss)
-        if evaluate_at and config.eval_every and step % config.eval_every == 0 and step < steps:
+        if evaluate_at and step < steps and _evaluates(step, config.eval_every, eval_steps):
             eval_start = time.perf_counter()
             evaluate_at(step)
             model.train()
@@ -185,6 +189,10 @@ def fine_tune(
         final_loss=float(np.mean(losses[-LOSS_WINDOW:])),
         losses=tuple(losses),
     )
+
+
+def _evaluates(step: int, every: int, steps: Collection[int]) -> bool:
+    return step in steps or (every > 0 and step % every == 0)
 
 
 def _accumulate_gradients(

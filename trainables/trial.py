@@ -172,7 +172,7 @@ def run_trial(
     from trainables.scoring import evaluate_model
     from trainables.train import fine_tune
 
-    student, tokenizer, teacher, sizes = _shrunk_student(config, base)
+    student, tokenizer, teacher, sizes = shrunk_student(config, base)
 
     def on_step(step: int, loss: float) -> None:
         nonlocal startup_seconds
@@ -213,7 +213,7 @@ def run_trial(
     return TrialResult(metrics, config.encoder_layers, config.decoder_layers)
 
 
-def _shrunk_student(config: TrialConfig, base: PackedModel) -> tuple[Any, Any, Any, dict]:
+def shrunk_student(config: TrialConfig, base: PackedModel) -> tuple[Any, Any, Any, dict]:
     """The student (the base model cut to the kept layers), its tokenizer, the teacher (a
     copy of the base model, kept only when the loss distills from it) and the student's
     parameter counts."""
