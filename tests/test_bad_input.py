@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,6 @@ from search.config import ConfigError, config_from_dict, load_config
 from search.preflight import check_inputs, check_resources
 
 DROP = object()  # a change that removes the key
-FAST = 10.0  # seconds: a bad input is reported long before Ray could start a trial
 
 
 @dataclass(frozen=True)
@@ -520,16 +518,13 @@ def test_bad_input_is_refused_before_any_work(
     if c.hub:
         hub_says_not_found(monkeypatch)
     monkeypatch.chdir(command.workdir)
-    started = time.monotonic()
     try:
         code = main(command.argv)
     except SystemExit as exit:  # argparse's own errors
         code = exit.code
-    seconds = time.monotonic() - started
     stderr = capsys.readouterr().err
     assert code == 2, stderr
     assert_one_clear_message(stderr, command.message)
-    assert seconds < FAST
     assert_nothing_written(command.store, command.workdir)
 
 
