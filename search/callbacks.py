@@ -65,6 +65,7 @@ class TrackingCallback(_tune_base("Callback")):
         self.started: dict[str, float] = {}
         self.failures: Counter[str] = Counter()  # last line of each error -> count
         self.finished_before = set(finished_before)
+        self.infeasible = 0  # proposals refused before training
         _LIVE[sweep] = self
 
     def __reduce__(self) -> tuple:
@@ -119,6 +120,23 @@ class TrackingCallback(_tune_base("Callback")):
         self.tracker.end_trial(self._run(trial), "failed", error=error)
         self._after(trial, "failed", _error_summary(error))
 
+    def record_infeasible(
+        self, proposal: dict[str, Any], known: dict[str, float], why: str
+    ) -> None:
+        """Record a proposal the searcher refused before training (`search.searcher`)."""
+        self.infeasible += 1
+        name = f"infeasible_{self.infeasible}"
+        params = dict(proposal)
+        try:
+            planned = plan(params, self.parent_layers)
+            params.update(encoder=len(planned.encoder_layers), decoder=len(planned.decoder_layers))
+        except InfeasibleError:
+            pass
+        run_id = self.tracker.start_trial(name, params, {"infeasible_because": why})
+        self.tracker.log_trial_metrics(run_id, known, step=0)
+        self.tracker.end_trial(run_id, "infeasible")
+        echo(self.progress, f"proposal {name} infeasible, not trained | {why}")
+
     def failure_message(self) -> str:
         """How many trials failed, and the most common error with its count."""
         ((error, count),) = self.failures.most_common(1)
@@ -132,7 +150,9 @@ class TrackingCallback(_tune_base("Callback")):
 
     def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
         rows, hv = update_front(self.tracker, self.config, self.parent_params)
-        done = sum(r["outcome"] != "running" for r in self.tracker.trial_rows(None))
+        done = sum(
+            r["outcome"] not in ("running", "infeasible") for r in self.tracker.trial_rows(None)
+        )
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
         line = f"[{done}/{self.config.trials}] trial {trial.trial_id} {outcome} in {seconds:.0f}s"
         if outcome == "finished":

@@ -114,10 +114,10 @@ def validate(args: argparse.Namespace) -> int:
 
 def pareto(args: argparse.Namespace) -> int:
     """Print a sweep's Pareto front and write its plot (the latest sweep by default)."""
-    from search.front import front_rows, objective_pairs, write_front_csv
+    from search.front import candidate_rows, front_rows, objective_pairs, write_front_csv
 
     config, tracker, run = _open_sweep(args)
-    front = front_rows(tracker.trial_rows("finished"), objective_pairs(config))
+    front = front_rows(candidate_rows(tracker, config), objective_pairs(config))
     print(f"sweep {run.info.run_name} ({run.info.run_id})")
     _print_front(front, config)
     if args.out:
@@ -141,10 +141,10 @@ def export(args: argparse.Namespace) -> int:
     from search.export.card import report_lines
     from search.export.pick import pick_trial
     from search.export.ship import export_trial
-    from search.front import front_rows
+    from search.front import candidate_rows, front_rows
 
     config, tracker, run = _open_sweep(args)
-    rows = tracker.trial_rows("finished")
+    rows = candidate_rows(tracker, config)
     objectives = [(o.metric, o.mode) for o in config.objectives]
     pick = pick_trial(
         rows, objectives, trial=args.trial, max_params=args.max_params, min_rouge=args.min_rouge

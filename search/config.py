@@ -26,8 +26,8 @@ from trainables.config import DataConfig, DecodingConfig, TrainConfig
 from trainables.layers import STRATEGIES
 
 MODES = ("max", "min")  # an objective is maximized or minimized
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
-SCHEDULERS = ("fifo", "pareto")
+SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")
+SCHEDULERS = ("fifo", "asha", "pareto")
 # Metrics a trial reports that may serve as objectives.
 METRICS = (
     "rouge1",
@@ -61,6 +61,15 @@ class ObjectiveConfig:
 
 
 @dataclass(frozen=True)
+class ConstraintConfig:
+    """A bound on a reported metric: a trial that breaks it is infeasible (`search.constraints`)."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+
+@dataclass(frozen=True)
 class LayerSpaceConfig:
     """How many layers each side keeps, and which."""
 
@@ -82,21 +91,35 @@ TrainSpaceConfig.__doc__ = "Fine-tuning settings (`TrainConfig`'s fields), each 
 
 @dataclass(frozen=True)
 class SamplerConfig:
+    """Which Optuna sampler proposes the trials: `tpe` (multivariate, as in Optuna 5), `gp`
+    (a Gaussian process with log expected hypervolume improvement), `nsga2`, `random` or
+    `grid`."""
+
     name: str = "tpe"
     seed: int = 0
-    startup_trials: int = 10  # tpe: trials sampled at random before it models the results
+    startup_trials: int = 10  # tpe, gp: trials sampled at random before it models the results
+    constant_liar: bool = True  # tpe: running trials count as bad, so parallel ones differ
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """When trials stop early. `fifo` runs every trial to its end; `pareto` stops a trial
-    whose intermediate point (at a `train.eval_every` step) is dominated by more than
-    `1 - 1/reduction_factor` of the other trials' points at that step, once `min_peers` of
-    them exist: successive halving made sound for several objectives, after MO-ASHA."""
+    """When trials stop early. `fifo` runs every trial to its end.
+
+    `asha` is asynchronous successive halving for several objectives (`search.halving`): at
+    `rungs - 1` rungs (budget fractions 1/eta^(rungs-1) .. 1/eta) a trial is scored cheaply
+    (greedy decoding on the first `rung_examples` evaluation pairs) and goes on only while
+    its non-dominated rank is among the best 1/eta of all results at that rung so far.
+
+    `pareto` (the older rule) stops a trial whose intermediate point (at a `train.eval_every`
+    step) is dominated by more than `1 - 1/reduction_factor` of the other trials' points at
+    that step, once `min_peers` of them exist."""
 
     name: str = "fifo"
-    reduction_factor: float = 2.0  # 2: stop when dominated by more than half
-    min_peers: int = 2
+    reduction_factor: float = 3.0  # eta: keep the best 1/eta at each rung
+    rungs: int = 3  # asha: judged at 1/9 and 1/3 of the budget with eta 3, then the end
+    rung_examples: int | None = 50  # asha: evaluation pairs a rung scores; null: all
+    rung_num_beams: int = 1  # asha: a rung's beams (1: greedy); the final score decodes as set
+    min_peers: int = 2  # pareto: peers at a step before it stops anything
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,7 @@ class SweepConfig:
     resources: ResourcesConfig = ResourcesConfig()
     first: tuple[dict[str, Any], ...] = ()  # configurations to try before the sampler proposes
     reference_point: dict[str, float] = field(default_factory=dict)  # for the hypervolume
+    constraints: tuple[ConstraintConfig, ...] = ()  # bounds a trial must keep to count
     keep_weights: str = "pareto"  # which trials' weights to keep: pareto, all, none
 
 
@@ -189,6 +213,16 @@ def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
         errors.append("objectives: a metric is named twice")
     if not config.objectives:
         errors.append("objectives: at least one objective is needed")
+    for i, constraint in enumerate(config.constraints):
+        where = f"constraints[{i}]"
+        if constraint.metric not in METRICS:
+            errors.append(
+                f"{where}.metric: unknown metric {constraint.metric!r} (one of {METRICS})"
+            )
+        if constraint.max is None and constraint.min is None:
+            errors.append(f"{where}: give max, min or both")
+        elif None not in (constraint.max, constraint.min) and constraint.min > constraint.max:
+            errors.append(f"{where}: min {constraint.min} is above max {constraint.max}")
     for metric in config.reference_point:
         if metric not in {o.metric for o in config.objectives}:
             errors.append(f"reference_point.{metric}: not one of the objectives")
@@ -231,6 +265,12 @@ def _check_scheduler(config: SweepConfig, errors: list[str]) -> None:
         )
     if scheduler.min_peers < 1:
         errors.append(f"scheduler.min_peers: must be at least 1, got {scheduler.min_peers}")
+    if scheduler.rungs < 2:
+        errors.append(f"scheduler.rungs: at least 2 (one rung and the end), got {scheduler.rungs}")
+    if scheduler.rung_examples is not None and scheduler.rung_examples < 1:
+        errors.append("scheduler.rung_examples: at least 1 (or null for all)")
+    if scheduler.rung_num_beams < 1:
+        errors.append(f"scheduler.rung_num_beams: at least 1, got {scheduler.rung_num_beams}")
     if (
         scheduler.name == "pareto"
         and config.train is not None

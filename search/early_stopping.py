@@ -1,4 +1,8 @@
-"""Early stopping that is sound for several objectives, as a Ray Tune scheduler.
+"""Early stopping that is sound for several objectives, as Ray Tune schedulers.
+
+`asha` (`SuccessiveHalvingStopping`) runs the pure rule of `search.halving`: asynchronous
+successive halving ranked by non-dominated sorting at fixed rungs (MO-ASHA). What follows
+describes the older `pareto` rule.
 
 Ray's ASHA ranks trials by one scalar; ROUGE against parameter count has no single order. In
 the spirit of MO-ASHA (Schmucker et al. 2021), a trial's intermediate point (the objectives it
@@ -16,9 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from search.config import ObjectiveConfig, SchedulerConfig
+from search.halving import SuccessiveHalving
 from search.pareto import dominated_share
 
 
@@ -55,25 +59,32 @@ class ParetoStopping(FIFOScheduler):
         return f"ParetoStopping: {len(self.stopped)} stopped early"
 
 
-class StoppingOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch, telling Optuna that a trial stopped early was pruned.
+class SuccessiveHalvingStopping(FIFOScheduler):
+    """Judges each rung result a trial reports (`rung` 1) by `search.halving`'s rule."""
 
-    Ray hands the searcher a stopped trial's last intermediate result, which OptunaSearch
-    would record as the trial's final values; with several objectives it cannot even tell a
-    missing value from a real one. A result without the trial's `final` mark is not final, so
-    the Optuna trial is marked PRUNED instead, as Optuna's own pruners do.
-    """
+    def __init__(self, config: SchedulerConfig, objectives: tuple[ObjectiveConfig, ...]) -> None:
+        super().__init__()
+        self.metrics = [o.metric for o in objectives]
+        self.rule = SuccessiveHalving(config.reduction_factor, [o.mode for o in objectives])
+        self.stopped: dict[str, int] = {}  # trial id -> the rung step it was stopped at
 
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if result is not None and not error and not result.get("final"):
-            result = None
-        super().on_trial_complete(trial_id, result=result, error=error)
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if not result.get("rung") or any(result.get(m) is None for m in self.metrics):
+            return TrialScheduler.CONTINUE
+        step = int(result["step"])
+        if self.rule.judge(trial.trial_id, step, [float(result[m]) for m in self.metrics]):
+            return TrialScheduler.CONTINUE
+        self.stopped[trial.trial_id] = step
+        return TrialScheduler.STOP
+
+    def debug_string(self) -> str:
+        return f"SuccessiveHalvingStopping: {len(self.stopped)} stopped early"
 
 
 def make_scheduler(config: SchedulerConfig, objectives: tuple[ObjectiveConfig, ...]) -> Any:
-    """The Tune scheduler named in `space.yaml`: FIFO (none) or Pareto early stopping."""
+    """The Tune scheduler named in `space.yaml`: FIFO (none), MO-ASHA or Pareto stopping."""
+    if config.name == "asha":
+        return SuccessiveHalvingStopping(config, objectives)
     if config.name == "pareto":
         return ParetoStopping(config, objectives)
     return FIFOScheduler()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.config import METRICS, SweepConfig
+from search.constraints import feasible
 from search.pareto import front_table, hypervolume
 
 if TYPE_CHECKING:
@@ -39,6 +40,12 @@ def trial_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
 def objective_pairs(config: SweepConfig) -> list[tuple[str, str]]:
     """The sweep's objectives as (metric, mode) pairs, e.g. [("rougeL", "max"), ...]."""
     return [(o.metric, o.mode) for o in config.objectives]
+
+
+def candidate_rows(tracker: Tracker, config: SweepConfig) -> list[dict[str, Any]]:
+    """The sweep's finished trials that keep every constraint: what the front, the plot and
+    `export` choose from."""
+    return [r for r in tracker.trial_rows("finished") if feasible(config.constraints, r)]
 
 
 def scored_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
@@ -99,7 +106,7 @@ def update_front(
     """
     objectives = objective_pairs(config)
     metrics = [metric for metric, _ in objectives]
-    rows = scored_rows(tracker.trial_rows("finished"), metrics)
+    rows = scored_rows(candidate_rows(tracker, config), metrics)
     if not rows:
         return [], 0.0
     front = front_rows(rows, objectives)

@@ -148,6 +148,30 @@ def dominated_share(
     return float(dominating.mean())
 
 
+def front_ranks(values: np.ndarray | Sequence[Sequence[float]], modes: Sequence[str]) -> np.ndarray:
+    """Non-dominated sorting: 0 for the rows on the Pareto front, 1 for the front of the rest,
+    and so on (NSGA-II's fronts; MO-ASHA ranks the results at a rung this way).
+
+    Args:
+        values: Shape (n_trials, n_objectives).
+        modes: "max" or "min" per column.
+
+    Returns:
+        An int array of length n_trials.
+
+    Raises:
+        ValueError: If the inputs are malformed as for `pareto_front`.
+    """
+    loss = _to_loss(values, modes)
+    ranks = np.full(len(loss), -1, dtype=int)
+    rank = 0
+    while (ranks < 0).any():
+        left = np.flatnonzero(ranks < 0)
+        ranks[left[_front_mask(loss[left])]] = rank
+        rank += 1
+    return ranks
+
+
 def front_table(
     rows: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]]
 ) -> list[dict[str, Any]]:

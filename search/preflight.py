@@ -22,7 +22,14 @@ from trainables.data import (
     load_splits,
     tokenize_splits,
 )
-from trainables.shrink import UnsupportedModelError, count_parameters, layer_counts
+from trainables.shrink import (
+    LayerSizes,
+    ParamCount,
+    UnsupportedModelError,
+    count_parameters,
+    layer_counts,
+    layer_sizes,
+)
 from trainables.trial import ModelError, PackedModel, load_model_config, pack_base, resolve_model
 
 # Besides config.json, a saved model directory needs weights in safetensors (a pickled .bin can
@@ -49,6 +56,8 @@ class Prepared:
     data: TokenizedData
     parent_layers: tuple[int, int]
     parent_params: int
+    parent_size: ParamCount | None = None  # with parent_params' non-embedding part
+    layer_sizes: LayerSizes | None = None  # what each layer takes with it: student sizes
     seconds: float = 0.0  # what `prepare` took: model load, tokenizing (and checks it ran)
 
 
@@ -212,10 +221,13 @@ def prepare(config: SweepConfig, inputs: tuple[Any, Any] | None = None) -> Prepa
         raise ModelError(f"model {config.model!r} cannot be loaded: {first_line}") from None
     data = tokenize_splits(splits, tokenizer, config.data)
     check_token_ids(config.model, data, model_config)
+    size = count_parameters(model)
     return Prepared(
         base=base,
         data=data,
         parent_layers=layer_counts(model_config),
-        parent_params=count_parameters(model).total,
+        parent_params=size.total,
+        parent_size=size,
+        layer_sizes=layer_sizes(model),
         seconds=time.perf_counter() - start,
     )

@@ -27,7 +27,8 @@ PARENT_TAG = "mlflow.parentRunId"
 _INTERNAL = ("mlflow.", "shrink_sweep.")
 
 # MLflow knows FINISHED, FAILED and KILLED; "stopped early" is KILLED plus the outcome tag.
-_STATUS = {"finished": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
+# An infeasible proposal (it broke a constraint known before training) never ran: KILLED too.
+_STATUS = {"finished": "FINISHED", "failed": "FAILED", "stopped": "KILLED", "infeasible": "KILLED"}
 
 
 class TrackingError(RuntimeError):

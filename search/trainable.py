@@ -1,17 +1,22 @@
 """The few lines that adapt one trial (`trainables.trial.run_trial`) to Ray Tune.
 
 A module of its own, apart from the driver's Ray and Optuna wiring, so that a trial worker
-unpickling `tune_trial` imports only what a trial needs: this, `search.space` and `trainables`.
+unpickling `tune_trial` imports only what a trial needs: this, the pure `search.space` and
+`search.halving` (with the config they read), and `trainables`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from search.config import SchedulerConfig
+from search.halving import rung_config
 from search.space import plan
 from trainables.config import DecodingConfig
+from trainables.train import total_steps
 from trainables.trial import PackedModel, run_trial
 
 
@@ -22,6 +27,7 @@ def tune_trial(
     data: Any,
     decoding: DecodingConfig,
     parent_layers: tuple[int, int],
+    scheduler: SchedulerConfig | None = None,
     receiver: Any = None,
     finished: dict[str, dict[str, float]] | None = None,
 ) -> None:
@@ -31,6 +37,8 @@ def tune_trial(
     node of one machine, so it cannot say where a trial ran.
 
     Args:
+        scheduler: the sweep's early stopping, which says at which steps the trial reports a
+            (cheap) rung result; None or `fifo`: none.
         receiver: the driver's `search.weights.WeightsReceiver` actor, or None to keep no
             weights. The weights travel to it as bytes, not as a Tune checkpoint: Ray persists
             a checkpoint to `storage_path`, which a node without a shared disk cannot reach.
@@ -48,6 +56,9 @@ def tune_trial(
         tune.report({**replay, "final": 1, "replayed": 1})
         return
     trial_config = plan(params, parent_layers)
+    if scheduler is not None:
+        steps = total_steps(trial_config.train, len(data.train_input_ids))
+        trial_config = dataclasses.replace(trial_config, rungs=rung_config(scheduler, steps))
     resources = tune.get_context().get_trial_resources().required_resources
     node = ray.get_runtime_context().get_node_id()
 

@@ -68,6 +68,7 @@ def _trainable(
             data=prepared.data,
             decoding=config.decoding,
             parent_layers=prepared.parent_layers,
+            scheduler=config.scheduler,
             receiver=receiver,
             finished=finished,
         ),
@@ -91,7 +92,7 @@ def _new_tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(config, prepared, callback.sweep, paths),
+            search_alg=_searcher(config, prepared, callback, paths),
             scheduler=make_scheduler(config.scheduler, config.objectives),
             num_samples=config.trials,
             # Without a limit Tune lets a searcher have one trial pending at a time, so the
@@ -121,17 +122,25 @@ def _slots(config: SweepConfig, cluster: dict[str, float]) -> int:
     return max(1, int(slots))
 
 
-def _searcher(config: SweepConfig, prepared: Prepared, sweep: str, paths: SweepPaths) -> Any:
-    from search.early_stopping import StoppingOptunaSearch
+def _searcher(
+    config: SweepConfig, prepared: Prepared, callback: TrackingCallback, paths: SweepPaths
+) -> Any:
+    from search.front import reference_point
+    from search.searcher import SweepSearch
 
-    return StoppingOptunaSearch(
+    return SweepSearch(
         space=functools.partial(suggest, config=config, parent_layers=prepared.parent_layers),
         metric=[o.metric for o in config.objectives],
         mode=[o.mode for o in config.objectives],
         sampler=make_sampler(config, prepared.parent_layers),
-        study_name=sweep,
+        study_name=callback.sweep,
         storage=_optuna_storage(paths.optuna_url),
         points_to_evaluate=[dict(p) for p in config.first] or None,
+        constraints=config.constraints,
+        objectives=config.objectives,
+        reference=reference_point(config, prepared.parent_params),
+        prepared=prepared,
+        on_infeasible=callback.record_infeasible,
     )
 
 
@@ -143,14 +152,28 @@ def _optuna_storage(url: str) -> Any:
 
 
 def make_sampler(config: SweepConfig, parent_layers: tuple[int, int]) -> Any:
-    """The Optuna sampler named in `space.yaml`, seeded."""
+    """The Optuna sampler named in `space.yaml`, seeded; the samplers that take constraints
+    read each trial's violations from it (`search.constraints.stored_violations`)."""
     import optuna
 
+    from search.constraints import stored_violations
+
     name, seed = config.sampler.name, config.sampler.seed
+    constrained = {"constraints_func": stored_violations} if config.constraints else {}
     if name == "grid":
         return optuna.samplers.GridSampler(grid(config, parent_layers), seed=seed)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, **constrained)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.sampler.startup_trials)
+    startup = config.sampler.startup_trials
+    if name == "gp":
+        return optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=startup, warn_independent_sampling=False, **constrained
+        )
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=startup,
+        constant_liar=config.sampler.constant_liar,
+        **constrained,
+    )

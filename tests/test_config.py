@@ -104,6 +104,10 @@ def test_all_problems_are_reported_at_once_with_their_paths():
         ({"data": {"name": "x", "source_template": "{oops"}}, "not a valid template"),
         ({"data": {}}, "data: name a dataset (data.name) or local files (data.files)"),
         ({"trials": "8"}, "trials: expected int, got str '8'"),
+        ({"scheduler": {"name": "asha", "rungs": 1}}, "scheduler.rungs: at least 2"),
+        ({"scheduler": {"rung_examples": 0}}, "scheduler.rung_examples: at least 1"),
+        ({"scheduler": {"rung_num_beams": 0}}, "scheduler.rung_num_beams: at least 1"),
+        ({"sampler": {"constant_liar": "yes"}}, "sampler.constant_liar: expected bool"),
     ],
 )
 def test_each_bad_value_is_named(change, message):
@@ -123,3 +127,22 @@ def test_unreadable_and_malformed_files(tmp_path):
     listing.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="the top level must be a mapping"):
         load_config(listing)
+
+
+def test_every_sampler_name_makes_its_optuna_sampler():
+    import optuna
+
+    from search.tuner import make_sampler
+
+    expected = {
+        "tpe": optuna.samplers.TPESampler,
+        "gp": optuna.samplers.GPSampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "random": optuna.samplers.RandomSampler,
+        "grid": optuna.samplers.GridSampler,
+    }
+    for name, kind in expected.items():
+        config = config_from_dict({**minimal(), "sampler": {"name": name}})
+        assert type(make_sampler(config, (6, 6))) is kind, name
+    liar = config_from_dict({**minimal(), "sampler": {"constant_liar": False}})
+    assert make_sampler(liar, (6, 6))._constant_liar is False

@@ -11,7 +11,9 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from test_sweep import shrink_sweep, sweep_runs, write_space
 
 from search.config import ObjectiveConfig, SchedulerConfig
-from search.early_stopping import ParetoStopping, make_scheduler
+from search.early_stopping import ParetoStopping, SuccessiveHalvingStopping, make_scheduler
+from search.halving import SuccessiveHalving, rung_config, rung_steps
+from trainables.config import RungConfig
 
 OBJECTIVES = (ObjectiveConfig("rougeL", "max"), ObjectiveConfig("params", "min"))
 
@@ -62,20 +64,78 @@ def test_the_reduction_factor_sets_how_many_peers_must_dominate(factor, stops):
 def test_fifo_is_the_default():
     assert type(make_scheduler(SchedulerConfig(), OBJECTIVES)) is FIFOScheduler
     assert isinstance(make_scheduler(SchedulerConfig("pareto"), OBJECTIVES), ParetoStopping)
+    asha = make_scheduler(SchedulerConfig("asha"), OBJECTIVES)
+    assert isinstance(asha, SuccessiveHalvingStopping)
+
+
+# --- asha: successive halving ranked by non-dominated sorting -------------------------------
+
+
+def test_rungs_are_the_budget_divided_by_powers_of_eta():
+    assert rung_steps(500, 3, 3) == [56, 167]
+    assert rung_steps(500, 3, 4) == [19, 56, 167]
+    assert rung_steps(12, 2, 3) == [3, 6]
+    assert rung_steps(2, 3, 4) == [1]  # rungs that round to the same step are one rung
+    assert rung_config(SchedulerConfig("fifo"), 500) == RungConfig()
+    told = rung_config(SchedulerConfig("asha", rung_examples=40, rung_num_beams=1), 500)
+    assert told == RungConfig(steps=(56, 167), examples=40, num_beams=1)
+
+
+def test_a_rung_keeps_the_best_third_by_non_dominated_rank():
+    rule = SuccessiveHalving(3, ["max", "min"])
+    assert rule.judge("a", 56, [30.0, 2e6])  # alone at the rung: goes on
+    assert not rule.judge("b", 56, [20.0, 3e6])  # dominated by a; 1 of 2 is kept
+    assert rule.judge("c", 56, [31.0, 2e6])  # dominates a and b: first front
+    assert rule.judge("d", 56, [10.0, 1e6])  # the smallest: nobody dominates it
+    # Fifth: a and c dominate it (front 2); 2 of 5 are kept, so the cutoff is front 0.
+    assert not rule.judge("e", 56, [25.0, 2.5e6])
+    # Another rung has its own results; a trial judged again keeps its first point.
+    assert rule.judge("e", 167, [25.0, 2.5e6])
+    assert not rule.judge("b", 56, [99.0, 1.0])
+    assert rule.results[56]["b"] == [20.0, 3e6]
+
+
+def test_with_eta_2_half_of_the_rung_goes_on_even_behind_the_front():
+    rule = SuccessiveHalving(2, ["max", "min"])
+    for trial, point in {"a": (30.0, 1e6), "b": (20.0, 2e6), "c": (10.0, 3e6)}.items():
+        rule.judge(trial, 3, point)
+    # With "d", four results: keep 2, so the cutoff is the second best's front, 1, which is
+    # d's (only "a" dominates it). With "e", five: keep 3, cutoff front 2 (b's); "e" is on
+    # front 3 (a, d and b dominate it).
+    assert rule.judge("d", 3, [25.0, 1.5e6])
+    assert not rule.judge("e", 3, [15.0, 2.5e6])
+
+
+def asha_report(scheduler, trial_id, step, rouge, params, **extra):
+    result = {"step": step, "rougeL": rouge, "params": params, "rung": 1, **extra}
+    return scheduler.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
+
+
+def test_the_tune_scheduler_judges_rung_results_only():
+    scheduler = SuccessiveHalvingStopping(SchedulerConfig("asha"), OBJECTIVES)
+    assert asha_report(scheduler, "a", 56, 30.0, 2e6) == TrialScheduler.CONTINUE
+    assert asha_report(scheduler, "b", 56, 20.0, 3e6) == TrialScheduler.STOP
+    assert scheduler.stopped == {"b": 56}
+    # Not a rung result (an eval_every evaluation), or the final one: never judged.
+    assert asha_report(scheduler, "c", 56, 1.0, 9e6, rung=0) == TrialScheduler.CONTINUE
+    assert asha_report(scheduler, "c", 500, 1.0, 9e6, rung=0, final=1) == "CONTINUE"
+    assert asha_report(scheduler, "d", 56, None, 9e6) == TrialScheduler.CONTINUE
+    assert scheduler.stopped == {"b": 56}
 
 
 @pytest.mark.slow
 def test_stopped_trials_are_stopped_in_mlflow_and_pruned_in_optuna(tmp_path, tiny_t5_path):
-    # With parameter count the only objective, the outcome does not depend on training: the
-    # 2+2 student is beaten by the 1+1 one at step 4; at step 4 the 2+1 one is beaten by half
-    # its peers (1+1, not 2+2) and goes on, and at step 8, where only 1+1 got, it stops.
+    # asha with eta 2 and 3 rungs judges at steps 3 and 6 of 12. With parameter count the only
+    # objective, the outcome does not depend on training: 1+1 comes first and goes on; 2+2 is
+    # behind it at step 3 (1 of 2 kept) and stops; 2+1 is second of three there (2 of 3 kept)
+    # and goes on, and at step 6, where only 1+1 got, it stops.
     first = [{"encoder": e, "decoder": d, "strategy": "sft"} for e, d in ((1, 1), (2, 2), (2, 1))]
     space = write_space(
         tmp_path,
         tiny_t5_path,
         objectives=[{"metric": "params", "mode": "min"}],
-        scheduler={"name": "pareto", "reduction_factor": 2, "min_peers": 1},
-        train={"learning_rate": 1e-3, "max_steps": 12, "batch_size": 8, "eval_every": 4},
+        scheduler={"name": "asha", "reduction_factor": 2, "rungs": 3, "rung_examples": 4},
+        train={"learning_rate": 1e-3, "max_steps": 12, "batch_size": 8, "eval_every": 0},
         max_concurrent=1,
         trials=3,
         first=first,
@@ -90,8 +150,8 @@ def test_stopped_trials_are_stopped_in_mlflow_and_pruned_in_optuna(tmp_path, tin
     outcomes = {k: (c.info.status, c.data.tags.get("stopped_at_step")) for k, c in by_size.items()}
     assert outcomes == {
         ("1", "1"): ("FINISHED", None),
-        ("2", "2"): ("KILLED", "4"),
-        ("2", "1"): ("KILLED", "8"),
+        ("2", "2"): ("KILLED", "3"),
+        ("2", "1"): ("KILLED", "6"),
     }
     for key in (("2", "2"), ("2", "1")):
         assert by_size[key].data.tags["shrink_sweep.outcome"] == "stopped"

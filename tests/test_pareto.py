@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna._hypervolume import compute_hypervolume
 
-from search.pareto import front_table, hypervolume, knee, pareto_front
+from search.pareto import front_ranks, front_table, hypervolume, knee, pareto_front
 
 # ROUGE-like maximised first, parameter-count-like minimised second.
 POINTS = [(1.0, 10.0), (2.0, 20.0), (1.5, 30.0), (3.0, 30.0)]
@@ -91,6 +91,24 @@ def test_pareto_front_matches_optuna_best_trials(seed: int, n_objectives: int) -
     study, values, modes = _random_study(seed, n_objectives)
     expected = sorted(t.number for t in study.best_trials)
     assert np.flatnonzero(pareto_front(values, modes)).tolist() == expected
+
+
+def test_front_ranks_hand_made() -> None:
+    # (1, 10) and (3, 30) and (2, 20) trade off; (1.5, 30) is beaten by (3, 30) and (2, 20).
+    assert front_ranks(POINTS, ["max", "min"]).tolist() == [0, 0, 1, 0]
+    assert front_ranks([[1.0], [3.0], [2.0], [3.0]], ["max"]).tolist() == [2, 0, 1, 0]
+    assert front_ranks(np.empty((0, 2)), ["max", "min"]).tolist() == []
+
+
+@pytest.mark.parametrize("n_objectives", [2, 3])
+@pytest.mark.parametrize("seed", range(5))
+def test_front_ranks_match_optunas_non_dominated_sort(seed: int, n_objectives: int) -> None:
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    _, values, modes = _random_study(seed, n_objectives)
+    loss = values * np.array([-1.0 if mode == "max" else 1.0 for mode in modes])
+    expected = _fast_non_domination_rank(loss)
+    assert front_ranks(values, modes).tolist() == expected.tolist()
 
 
 def test_hypervolume_hand_computed_2d() -> None:

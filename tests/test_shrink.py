@@ -40,8 +40,10 @@ from trainables.shrink import (
     arch_spec,
     count_parameters,
     layer_counts,
+    layer_sizes,
     shrink,
     size_cache_by_decoder,
+    student_size,
 )
 
 # Parents have 5 encoder and 4 decoder layers; dropping layer 0 on both sides forces the T5
@@ -280,6 +282,15 @@ def test_cache_fix_leaves_bart_alone(tmp_path):
     before = model.config.to_dict()
     size_cache_by_decoder(model.config)
     assert model.config.to_dict() == before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "kept", [(ENCODER_KEPT, DECODER_KEPT), ((0,), (0, 1, 2)), ((4,), (3,)), ((0, 1, 2, 3, 4), (0,))]
+)
+def test_a_students_size_is_known_before_it_is_cut(parent, family, kept):
+    predicted = student_size(count_parameters(parent), layer_sizes(parent), *kept)
+    assert predicted == count_parameters(shrink(parent, *kept))
 
 
 def test_t5_stack_configs_count_their_own_blocks(tiny_t5):

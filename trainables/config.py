@@ -29,6 +29,16 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RungConfig:
+    """Where a trial is scored for early stopping, and how cheaply (the final score is the
+    sweep's own evaluation)."""
+
+    steps: tuple[int, ...] = ()  # optimizer steps at which the trial reports a rung result
+    examples: int | None = None  # score the first N evaluation pairs; None: all of them
+    num_beams: int | None = None  # None: decode as the sweep does; 1: greedy
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """One point of the search: which layers survive and how the student is fine-tuned."""
 
@@ -36,6 +46,7 @@ class TrialConfig:
     encoder_layers: tuple[int, ...]  # indices into the parent's encoder, ascending
     decoder_layers: tuple[int, ...]
     train: TrainConfig
+    rungs: RungConfig = RungConfig()
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,58 @@ def count_parameters(model: nn.Module) -> ParamCount:
     return ParamCount(total=total, non_embedding=total - sum(embedding.values()))
 
 
+@dataclass(frozen=True)
+class LayerSizes:
+    """The parameters each encoder and decoder layer takes with it when `shrink` drops it."""
+
+    encoder: tuple[ParamCount, ...]
+    decoder: tuple[ParamCount, ...]
+
+
+def layer_sizes(model: nn.Module) -> LayerSizes:
+    """Count each layer's parameters, leaving out the position-bias tables that `shrink` moves
+    to whichever layer comes first (so they survive every cut).
+
+    Args:
+        model: A model of a supported architecture.
+
+    Returns:
+        Per-layer counts, in layer order.
+    """
+    spec = arch_spec(model.config)
+    return LayerSizes(
+        tuple(_layer_size(layer, spec) for layer in _stack(model, spec.encoder_layers)),
+        tuple(_layer_size(layer, spec) for layer in _stack(model, spec.decoder_layers)),
+    )
+
+
+def student_size(
+    parent: ParamCount, sizes: LayerSizes, encoder_kept: Sequence[int], decoder_kept: Sequence[int]
+) -> ParamCount:
+    """The parameters of the student `shrink` would make, without making it: the parent's
+    count less the dropped layers' (`tests/test_shrink.py` checks it against the real cut)."""
+    dropped = [c for i, c in enumerate(sizes.encoder) if i not in set(encoder_kept)]
+    dropped += [c for i, c in enumerate(sizes.decoder) if i not in set(decoder_kept)]
+    return ParamCount(
+        total=parent.total - sum(c.total for c in dropped),
+        non_embedding=parent.non_embedding - sum(c.non_embedding for c in dropped),
+    )
+
+
+def _layer_size(layer: nn.Module, spec: ArchSpec) -> ParamCount:
+    moved = set()
+    if spec.shared_relative_bias:
+        for module in layer.modules():
+            for table in _BIAS_TABLES:
+                if hasattr(module, table):
+                    moved.update(id(p) for p in getattr(module, table).parameters())
+    params = {id(p): p.numel() for p in layer.parameters() if id(p) not in moved}
+    tables = [m for m in layer.modules() if isinstance(m, nn.Embedding)]
+    embedding = {id(p) for table in tables for p in table.parameters()} & set(params)
+    total = sum(params.values())
+    return ParamCount(total, total - sum(params[i] for i in embedding))
+
+
 def _stack(model: nn.Module, path: str) -> nn.ModuleList:
     try:
         return model.get_submodule(path)

@@ -10,6 +10,7 @@ way.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 import tempfile
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables.config import DecodingConfig, TrialConfig
+from trainables.config import DecodingConfig, RungConfig, TrialConfig
 from trainables.hub import check_on_hub
 
 BUILTIN_MODELS = {"builtin:debian-teacher": Path(__file__).parent / "demo" / "teacher"}
@@ -155,7 +156,8 @@ def run_trial(
         data: the sweep's tokenized data (`trainables.data.TokenizedData`).
         decoding: generation settings for scoring.
         save_dir: where the student's model directory is written.
-        report: receives intermediate metrics (with `step`) every `train.eval_every` steps.
+        report: receives intermediate metrics (with `step`) every `train.eval_every` steps,
+            and at each of `config.rungs.steps` the rung's cheaper score (with `rung` 1).
         threads: CPU threads for torch.
 
     Returns:
@@ -180,9 +182,13 @@ def run_trial(
             startup_seconds = time.perf_counter() - started
 
     def evaluate_at(step: int) -> None:
-        metrics = evaluate_model(student, tokenizer, data, decoding)
+        rung = step in config.rungs.steps
+        metrics = evaluate_model(
+            student, tokenizer, *_evaluation(config.rungs, data, decoding, rung)
+        )
         if report is not None:
-            report({**sizes, **metrics, "startup_seconds": startup_seconds, "step": step})
+            extra = {"startup_seconds": startup_seconds, "step": step, "rung": int(rung)}
+            report({**sizes, **metrics, **extra})
 
     stats = fine_tune(
         student,
@@ -190,7 +196,8 @@ def run_trial(
         config.train,
         pad_token_id=tokenizer.pad_token_id,
         on_step=on_step,
-        evaluate_at=evaluate_at if config.train.eval_every else None,
+        evaluate_at=evaluate_at if config.train.eval_every or config.rungs.steps else None,
+        eval_steps=config.rungs.steps,
         threads=threads,
         teacher=teacher,
     )
@@ -211,6 +218,19 @@ def run_trial(
         step=stats.steps,
     )
     return TrialResult(metrics, config.encoder_layers, config.decoder_layers)
+
+
+def _evaluation(
+    rungs: RungConfig, data: Any, decoding: DecodingConfig, rung: bool
+) -> tuple[Any, DecodingConfig]:
+    """The data and decoding of an evaluation: at a rung, the cheap ones `rungs` names."""
+    if not rung:
+        return data, decoding
+    if rungs.examples is not None:
+        data = data.eval_head(rungs.examples)
+    if rungs.num_beams is not None:
+        decoding = dataclasses.replace(decoding, num_beams=rungs.num_beams)
+    return data, decoding
 
 
 def shrunk_student(config: TrialConfig, base: PackedModel) -> tuple[Any, Any, Any, dict]:

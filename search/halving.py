@@ -1,0 +1,70 @@
+"""Asynchronous successive halving for several objectives (MO-ASHA), as a pure rule.
+
+A trial is scored at rungs, fixed fractions of its training budget (with reduction factor 3
+and 3 rungs: 1/9, 1/3, then the end). At each rung it is ranked, by non-dominated sorting
+(`search.pareto.front_ranks`), among every result any trial has reported at that rung so far,
+itself included; it goes on when its rank is no worse than that of the `ceil(n / eta)`-th best
+of those `n` results, and stops otherwise (Schmucker et al. 2021, "Multi-objective
+Asynchronous Successive Halving"). A trial never waits for peers, so the rule works with two
+workers as with a hundred: early trials go on, later ones are held to what came before. A
+smaller model is never stopped by bigger ones alone: a point that no other point dominates is
+on the first front.
+
+Pure: no Ray, no torch. `search.early_stopping` runs it as a Ray Tune scheduler, and
+`bench/simulate.py` replays sweeps with the very same rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from search.config import SchedulerConfig
+from search.pareto import front_ranks
+from trainables.config import RungConfig
+
+
+def rung_fractions(reduction_factor: float, rungs: int) -> list[float]:
+    """The budget fractions at which a trial is judged: eta^-(rungs-1), ..., eta^-1 (the end
+    of the budget is no rung: a trial that gets there finishes)."""
+    return [reduction_factor**-k for k in range(rungs - 1, 0, -1)]
+
+
+def rung_steps(max_steps: int, reduction_factor: float, rungs: int) -> list[int]:
+    """The optimizer steps of a `max_steps` budget at which a trial is judged, ascending."""
+    steps = {max(1, round(max_steps * f)) for f in rung_fractions(reduction_factor, rungs)}
+    return sorted(s for s in steps if s < max_steps)
+
+
+class SuccessiveHalving:
+    """The results reported at each rung so far, and the rule that judges a new one."""
+
+    def __init__(self, reduction_factor: float, modes: Sequence[str]) -> None:
+        self.reduction_factor = reduction_factor
+        self.modes = list(modes)
+        self.results: dict[int, dict[str, list[float]]] = {}  # rung step -> trial -> point
+
+    def judge(self, trial: str, step: int, point: Sequence[float]) -> bool:
+        """Record `trial`'s point at the rung `step`; True if the trial goes on.
+
+        A trial judged twice at one rung (a resumed sweep replaying it) keeps its first point.
+        """
+        rung = self.results.setdefault(step, {})
+        rung.setdefault(trial, [float(v) for v in point])
+        trials = list(rung)
+        ranks = front_ranks([rung[t] for t in trials], self.modes)
+        keep = math.ceil(len(trials) / self.reduction_factor)
+        cutoff = sorted(ranks)[keep - 1]
+        return bool(ranks[trials.index(trial)] <= cutoff)
+
+
+def rung_config(scheduler: SchedulerConfig, total_steps: int) -> RungConfig:
+    """What a trial of `total_steps` optimizer steps is told about the rungs it reports at:
+    none unless the sweep's scheduler is `asha`."""
+    if scheduler.name != "asha":
+        return RungConfig()
+    return RungConfig(
+        steps=tuple(rung_steps(total_steps, scheduler.reduction_factor, scheduler.rungs)),
+        examples=scheduler.rung_examples,
+        num_beams=scheduler.rung_num_beams,
+    )

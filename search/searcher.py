@@ -1,0 +1,122 @@
+"""Ray's OptunaSearch, taught two things a sweep needs: a trial stopped early was pruned, and a
+proposal that breaks a constraint known before training is infeasible and never trains.
+
+Imports Ray; runs in the driver's process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from search.config import ConstraintConfig, ObjectiveConfig
+from search.constraints import (
+    VIOLATIONS_ATTR,
+    before_training,
+    describe,
+    feasible,
+    violations,
+)
+from search.preflight import Prepared
+from search.space import InfeasibleError, plan
+from trainables.shrink import student_size
+
+MAX_REJECTED = 1000  # proposals in a row that break a constraint before the sweep gives up
+
+# (proposal, what is known of it, the broken constraints in words) -> None
+OnInfeasible = Callable[[dict[str, Any], dict[str, float], str], None]
+
+
+class SweepSearch(OptunaSearch):
+    """OptunaSearch with pruned trials and constraints.
+
+    Ray hands the searcher a stopped trial's last intermediate result, which OptunaSearch
+    would record as the trial's final values; with several objectives it cannot even tell a
+    missing value from a real one. A result without the trial's `final` mark is not final, so
+    the Optuna trial is marked PRUNED instead, as Optuna's own pruners do.
+
+    A proposal whose parameter count breaks a constraint is told to Optuna at once, as a
+    COMPLETE trial with its violations (the samplers that take constraints rank it below every
+    feasible one) and, for objectives it never measured, the hypervolume's reference values;
+    `on_infeasible` records it, and the next proposal is asked for in its place.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        constraints: Sequence[ConstraintConfig] = (),
+        objectives: Sequence[ObjectiveConfig] = (),
+        reference: Sequence[float] = (),
+        prepared: Prepared | None = None,
+        on_infeasible: OnInfeasible | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.constraints = list(constraints)
+        self.objectives = list(objectives)
+        self.reference = list(reference)
+        self.prepared = prepared
+        self.on_infeasible = on_infeasible
+
+    def suggest(self, trial_id: str) -> dict | None:
+        for _ in range(MAX_REJECTED):
+            proposal = super().suggest(trial_id)
+            if not isinstance(proposal, dict) or not before_training(self.constraints):
+                return proposal
+            known = self.known_metrics(proposal)
+            if not known or feasible(before_training(self.constraints), known):
+                return proposal
+            self._reject(trial_id, proposal, known)
+        raise RuntimeError(
+            f"the constraints rejected {MAX_REJECTED} proposals in a row: loosen them, or "
+            "narrow the search space to students that can keep them"
+        )
+
+    def known_metrics(self, proposal: Mapping[str, Any]) -> dict[str, float]:
+        """The proposal's metrics known before training: its parameter counts."""
+        prepared = self.prepared
+        if prepared is None or prepared.layer_sizes is None:
+            return {}
+        try:
+            student = plan(dict(proposal), prepared.parent_layers)
+        except InfeasibleError:
+            return {}  # the trial itself fails with the reason
+        size = student_size(
+            prepared.parent_size,
+            prepared.layer_sizes,
+            student.encoder_layers,
+            student.decoder_layers,
+        )
+        return {"params": float(size.total), "params_non_embedding": float(size.non_embedding)}
+
+    def _reject(self, trial_id: str, proposal: dict[str, Any], known: dict[str, float]) -> None:
+        ot_trial = self._ot_trials.pop(trial_id)
+        checked = {c.metric for c in before_training(self.constraints)}
+        ot_trial.set_user_attr(
+            VIOLATIONS_ATTR,
+            [v if c.metric in checked else 0.0 for c, v in zip(
+                self.constraints, violations(self.constraints, known), strict=True
+            )],
+        )  # fmt: skip
+        values = [
+            known.get(o.metric, reference)
+            for o, reference in zip(self.objectives, self.reference, strict=True)
+        ]
+        self._ot_study.tell(ot_trial, values)
+        if self.on_infeasible is not None:
+            self.on_infeasible(proposal, known, describe(self.constraints, known))
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if result is not None and not error and not result.get("final"):
+            result = None
+        if result is not None and self.constraints and trial_id in self._ot_trials:
+            broken = violations(self.constraints, result)
+            self._ot_trials[trial_id].set_user_attr(
+                VIOLATIONS_ATTR, [v if math.isfinite(v) else 1e300 for v in broken]
+            )
+        super().on_trial_complete(trial_id, result=result, error=error)
