@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from fractions import Fraction
@@ -108,6 +109,9 @@ def _measure(encoder: int, decoder: int, strategy: str) -> list[dict[str, Any]]:
     rows.append(_scores(student, tokenizer, stats.steps, stats.seconds))
     head = {"encoder": encoder, "decoder": decoder, "strategy": strategy, **sizes}
     head["setup_seconds"] = round(setup_seconds, 2)
+    # The machine's 1-minute load when the student ended: above the 2 workers' own load,
+    # something else ran beside it and its seconds are slower than a quiet machine's.
+    head["load"] = round(os.getloadavg()[0], 2)
     return [{**head, **row} for row in rows]
 
 

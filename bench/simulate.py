@@ -1,0 +1,284 @@
+"""Replay sweeps over the learning-curve table: which sampler and scheduler find the front with
+the least compute?
+
+Syne Tune's way of comparing multi-fidelity searches: every student was trained once and scored
+at its rungs (`bench/learning_curves.py`), so a sweep is a replay in simulated time. N workers
+run trials asynchronously; a trial costs what its student measured (start-up, training to each
+rung, each rung's cheap evaluation, the final evaluation), cut where the scheduler stops it.
+The proposals come from the product's own sampler (`search.tuner.make_sampler`, the sweep's
+`first:` points and `search.space.suggest`/`plan`), and the stopping decisions from the
+product's own rule (`search.halving.SuccessiveHalving`), not from copies of them.
+
+    python -m bench.simulate                                  # every sampler x scheduler
+    python -m bench.simulate --sampler tpe --scheduler asha --workers 2 --seeds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bench.common import DEFAULT_SPACE, read_rows
+from bench.learning_curves import TABLE
+from search.config import SweepConfig, load_config
+from search.front import reference_point
+from search.halving import SuccessiveHalving, rung_steps
+from search.pareto import hypervolume
+from search.space import plan, suggest
+from search.tuner import make_sampler
+
+SAMPLERS = ("random", "tpe", "gp", "nsga2")
+SCHEDULERS = ("fifo", "asha")
+TARGET = 0.95  # of the whole table's hypervolume
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A student scored at one step: cumulative training seconds, both evaluations."""
+
+    train_seconds: float
+    rung_rouge: float
+    rung_eval_seconds: float
+    rouge: float
+    eval_seconds: float
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One student of the table: its size, start-up cost and checkpoints by step."""
+
+    params: float
+    setup_seconds: float
+    checkpoints: dict[int, Checkpoint]
+
+    @property
+    def budget(self) -> int:
+        return max(self.checkpoints)
+
+
+Curves = dict[tuple[int, int, str], Curve]  # (encoder, decoder, strategy) -> curve
+
+
+def load_curves(path: Path) -> Curves:
+    """The learning-curve table, one `Curve` per student."""
+    rows = read_rows(path)
+    if not rows:
+        raise SystemExit(f"{path} is empty: run python -m bench.learning_curves first")
+    grouped: dict[tuple[int, int, str], list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        grouped[(int(row["encoder"]), int(row["decoder"]), row["strategy"])].append(row)
+    return {key: _curve(group) for key, group in grouped.items()}
+
+
+def _curve(rows: list[dict[str, str]]) -> Curve:
+    checkpoints = {
+        int(r["step"]): Checkpoint(
+            float(r["train_seconds"]),
+            float(r["rung_rougeL"]),
+            float(r["rung_eval_seconds"]),
+            float(r["rougeL"]),
+            float(r["eval_seconds"]),
+        )
+        for r in rows
+    }
+    return Curve(float(rows[0]["params"]), float(rows[0]["setup_seconds"]), checkpoints)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One report of a running trial: at `seconds` into it, a rung result (or the final one)."""
+
+    seconds: float
+    step: int
+    rouge: float
+    final: bool
+
+
+def stages(curve: Curve, rungs: Sequence[int]) -> list[Stage]:
+    """What a trial of `curve` reports, and when, under a scheduler judging at `rungs`: a
+    cheap evaluation at each rung, then the final one. Evaluations add to the trial's time."""
+    out, evals = [], 0.0
+    for step in rungs:
+        point = curve.checkpoints[step]
+        evals += point.rung_eval_seconds
+        seconds = curve.setup_seconds + point.train_seconds + evals
+        out.append(Stage(seconds, step, point.rung_rouge, final=False))
+    last = curve.checkpoints[curve.budget]
+    seconds = curve.setup_seconds + last.train_seconds + evals + last.eval_seconds
+    out.append(Stage(seconds, curve.budget, last.rouge, final=True))
+    return out
+
+
+@dataclass
+class Replay:
+    """The outcome of one simulated sweep."""
+
+    points: list[tuple[float, float]] = field(default_factory=list)  # finished (rouge, params)
+    trace: list[tuple[float, float]] = field(default_factory=list)  # (compute, hypervolume)
+    compute: float = 0.0  # trial-seconds spent in all
+    stopped: int = 0
+
+    def compute_to(self, hv: float) -> float:
+        """Trial-seconds spent when the front first reached `hv` (inf if it never did)."""
+        return next((c for c, h in self.trace if h >= hv - 1e-9), math.inf)
+
+
+def replay(
+    config: SweepConfig, curves: Curves, workers: int, trials: int, reference: list[float]
+) -> Replay:
+    """Simulate one sweep of `trials` trials on `workers` workers.
+
+    Trials start when a worker is free and report in simulated time; the scheduler's rule sees
+    reports in the order they happen. Compute is the sum of the trials' running times.
+    """
+    parent_layers = max((e, d) for e, d, _ in curves)
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=make_sampler(config, parent_layers)
+    )
+    for point in config.first:
+        study.enqueue_trial(dict(point))
+    budget = max(curve.budget for curve in curves.values())
+    rungs = []
+    if config.scheduler.name == "asha":
+        sched = config.scheduler
+        rungs = rung_steps(budget, sched.reduction_factor, sched.rungs)
+    rule = SuccessiveHalving(config.scheduler.reduction_factor, ["max", "min"])
+    out = Replay()
+    events: list[tuple[float, int, int]] = []  # (time, trial number, stage index)
+    running: dict[int, tuple[optuna.Trial, Curve, float, list[Stage]]] = {}
+    started = 0
+
+    def start(now: float) -> None:
+        nonlocal started
+        if started >= trials:
+            return
+        trial = study.ask()
+        values = {**suggest(trial, config, parent_layers), **trial.params}
+        student = plan(values, parent_layers)
+        curve = curves[(len(student.encoder_layers), len(student.decoder_layers), student.strategy)]
+        plan_stages = stages(curve, rungs)
+        running[trial.number] = (trial, curve, now, plan_stages)
+        heapq.heappush(events, (now + plan_stages[0].seconds, trial.number, 0))
+        started += 1
+
+    for _ in range(workers):
+        start(0.0)
+    while events:
+        now, number, index = heapq.heappop(events)
+        trial, curve, began, plan_stages = running[number]
+        stage = plan_stages[index]
+        if stage.final:
+            study.tell(trial, [stage.rouge, curve.params])
+            out.points.append((stage.rouge, curve.params))
+        elif rule.judge(str(number), stage.step, [stage.rouge, curve.params]):
+            heapq.heappush(events, (began + plan_stages[index + 1].seconds, number, index + 1))
+            continue
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            out.stopped += 1
+        out.compute += now - began
+        del running[number]
+        spent = out.compute + sum(now - b for _, _, b, _ in running.values())
+        hv = hypervolume(out.points, ["max", "min"], reference) if out.points else 0.0
+        out.trace.append((spent, hv))
+        start(now)
+    return out
+
+
+def table_hypervolume(curves: Curves, reference: list[float]) -> float:
+    """The best any search of the table can reach: the front of every student's final score."""
+    finals = [(c.checkpoints[c.budget].rouge, c.params) for c in curves.values()]
+    return hypervolume(finals, ["max", "min"], reference)
+
+
+def with_choice(config: SweepConfig, sampler: str, scheduler: str, seed: int) -> SweepConfig:
+    """The sweep's configuration with another sampler, scheduler and seed."""
+    return dataclasses.replace(
+        config,
+        sampler=dataclasses.replace(config.sampler, name=sampler, seed=seed),
+        scheduler=dataclasses.replace(config.scheduler, name=scheduler),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", type=Path, default=DEFAULT_SPACE)
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--sampler", action="append", choices=SAMPLERS, dest="samplers")
+    parser.add_argument("--scheduler", action="append", choices=SCHEDULERS, dest="schedulers")
+    parser.add_argument("--workers", type=int, action="append", help="default: 2 and 8")
+    parser.add_argument("--trials", type=int, default=40, help="trials per simulated sweep")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="KEY=VALUE")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    curves = load_curves(args.table)
+    strategies = sorted({s for _, _, s in curves})
+    config = load_config(args.space, [f"layers.strategy={strategies}", *args.overrides])
+    parent = max(curves, key=lambda k: (k[0], k[1]))
+    reference = reference_point(config, int(curves[parent].params))
+    best = table_hypervolume(curves, reference)
+    print(f"{len(curves)} students ({', '.join(strategies)}); table hypervolume {best:.4g}")
+    report(config, curves, args, reference, best)
+
+
+def report(
+    config: SweepConfig,
+    curves: Curves,
+    args: argparse.Namespace,
+    reference: list[float],
+    best: float,
+) -> None:
+    """Print, per workers x sampler x scheduler, the compute to reach TARGET of the table's
+    hypervolume (mean and spread over seeds, and as a share of random search with fifo) and
+    the final hypervolume share."""
+    for workers in args.workers or [2, 8]:
+        print(f"\n{workers} workers, {args.trials} trials, {args.seeds} seeds")
+        print(
+            "sampler  scheduler  reached  compute-to-0.95 (h)  sd     vs random/fifo"
+            "  final hv  stopped"
+        )
+        baseline = None
+        for sampler in args.samplers or SAMPLERS:
+            for scheduler in args.schedulers or SCHEDULERS:
+                runs = [
+                    replay(with_choice(config, sampler, scheduler, seed), curves, workers,
+                           args.trials, reference)
+                    for seed in range(args.seeds)
+                ]  # fmt: skip
+                row = summarize(runs, best)
+                if sampler == "random" and scheduler == "fifo":
+                    baseline = row["mean"]
+                ratio = row["mean"] / baseline if baseline else math.nan
+                print(
+                    f"{sampler:8} {scheduler:9}  {row['reached']:>7}  {row['mean']:19.2f}"
+                    f"  {row['sd']:5.2f}  {ratio:14.3f}  {row['final']:8.3f}  {row['stopped']:7.1f}"
+                )
+
+
+def summarize(runs: list[Replay], best: float) -> dict[str, Any]:
+    """Over seeds: how many reached TARGET of `best`, the hours of trial compute they needed
+    (mean and spread, over those that reached it), the final hypervolume share, trials stopped."""
+    needed = [r.compute_to(TARGET * best) / 3600 for r in runs]
+    reached = [n for n in needed if math.isfinite(n)]
+    return {
+        "reached": f"{len(reached)}/{len(runs)}",
+        "mean": statistics.mean(reached) if reached else math.inf,
+        "sd": statistics.stdev(reached) if len(reached) > 1 else math.nan,
+        "final": statistics.mean(r.trace[-1][1] / best for r in runs),
+        "stopped": statistics.mean(r.stopped for r in runs),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The search simulator (bench/simulate.py) on a tiny hand-made learning-curve table: its
+clock, its compute and its stopping must be right before its ratios mean anything."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.common import append_row
+from bench.simulate import (
+    Curve,
+    Replay,
+    load_curves,
+    replay,
+    stages,
+    summarize,
+    table_hypervolume,
+    with_choice,
+)
+from search.config import config_from_dict
+from search.pareto import hypervolume
+
+# A 2+2 teacher, budget 27 steps, checkpoints at 1, 3, 9 and 27 (the rungs of eta 3).
+# Per student: params, setup seconds, and per checkpoint (train s, rung rouge, final rouge).
+TINY = {
+    (2, 2): (400.0, 2.0, {1: (1.0, 5.0, 6.0), 3: (3.0, 12.0, 13.0), 9: (9.0, 20.0, 21.0),
+                          27: (27.0, 30.0, 31.0)}),
+    (2, 1): (300.0, 2.0, {1: (1.0, 4.0, 5.0), 3: (3.0, 10.0, 11.0), 9: (9.0, 18.0, 19.0),
+                          27: (27.0, 28.0, 29.0)}),
+    (1, 2): (300.0, 2.0, {1: (1.0, 1.0, 1.5), 3: (3.0, 2.0, 2.5), 9: (9.0, 3.0, 3.5),
+                          27: (27.0, 4.0, 4.5)}),  # dominated by 2+1 at every checkpoint
+    (1, 1): (200.0, 2.0, {1: (1.0, 3.0, 3.5), 3: (3.0, 8.0, 8.5), 9: (9.0, 14.0, 14.5),
+                          27: (27.0, 22.0, 22.5)}),
+}  # fmt: skip
+RUNG_EVAL, FINAL_EVAL = 0.5, 1.5  # seconds
+
+
+@pytest.fixture
+def curves(tmp_path):
+    path = tmp_path / "curves.csv"
+    for (e, d), (params, setup, points) in TINY.items():
+        for step, (train, rung, final) in points.items():
+            row = {"encoder": e, "decoder": d, "strategy": "sft", "params": params}
+            row.update(setup_seconds=setup, step=step, train_seconds=train)
+            row.update(rung_eval_seconds=RUNG_EVAL, rung_rougeL=rung)
+            row.update(eval_seconds=FINAL_EVAL, rouge1=final, rouge2=final, rougeL=final)
+            append_row(path, row)
+    return load_curves(path)
+
+
+def space(**changes):
+    raw = {
+        "model": "unused",
+        "data": {"files": {"train": "unused.jsonl"}},
+        "layers": {"encoder": [1, 2], "decoder": [1, 2], "strategy": "sft"},
+        "train": {"max_steps": 27},
+        "scheduler": {"name": "asha", "reduction_factor": 3, "rungs": 3},
+    }
+    return config_from_dict({**raw, **changes})
+
+
+EVERY_STUDENT = [{"encoder": e, "decoder": d} for e, d in TINY]
+
+
+def full_cost(curve: Curve) -> float:
+    """A student run to its end without rungs: start-up, training, the final evaluation."""
+    return curve.setup_seconds + curve.checkpoints[27].train_seconds + FINAL_EVAL
+
+
+def test_a_trial_reports_at_each_rung_after_its_training_and_cheap_evaluations(curves):
+    curve = curves[(2, 2, "sft")]
+    assert [(s.seconds, s.step, s.rouge, s.final) for s in stages(curve, [3, 9])] == [
+        (2.0 + 3.0 + 0.5, 3, 12.0, False),
+        (2.0 + 9.0 + 1.0, 9, 20.0, False),
+        (2.0 + 27.0 + 1.0 + 1.5, 27, 31.0, True),
+    ]
+    assert stages(curve, [])[0].seconds == full_cost(curve)
+
+
+def test_fifo_on_one_worker_spends_every_students_full_cost_and_finds_the_table_front(curves):
+    config = with_choice(space(first=EVERY_STUDENT), "random", "fifo", seed=0)
+    reference = [0.0, 400.0]
+    result = replay(config, curves, workers=1, trials=4, reference=reference)
+    assert result.compute == pytest.approx(sum(full_cost(c) for c in curves.values()))
+    assert result.stopped == 0
+    assert sorted(result.points) == sorted(
+        (c.checkpoints[27].rouge, c.params) for c in curves.values()
+    )
+    assert result.trace[-1][1] == pytest.approx(table_hypervolume(curves, reference))
+    # The trace's compute grows trial by trial, one worker: the sum of the trials so far.
+    assert [c for c, _ in result.trace] == sorted(c for c, _ in result.trace)
+
+
+def test_asha_stops_the_dominated_student_at_its_first_rung_and_saves_its_cost(curves):
+    # 2+1 first, then 1+2 (dominated by it at rung 3): one worker, so 2+1 reported first.
+    first = [{"encoder": 2, "decoder": 1}, {"encoder": 1, "decoder": 2}]
+    config = with_choice(space(first=first), "random", "asha", seed=0)
+    result = replay(config, curves, workers=1, trials=2, reference=[0.0, 400.0])
+    assert result.stopped == 1
+    stopped_at = 2.0 + 3.0 + RUNG_EVAL  # start-up, 3 steps, one cheap evaluation
+    kept = 2.0 + 27.0 + 2 * RUNG_EVAL + FINAL_EVAL
+    assert result.compute == pytest.approx(kept + stopped_at)
+    assert result.points == [(29.0, 300.0)]
+
+
+def test_asha_never_stops_a_smaller_model_for_being_worse_than_bigger_ones(curves):
+    first = [
+        {"encoder": 2, "decoder": 2},
+        {"encoder": 2, "decoder": 1},
+        {"encoder": 1, "decoder": 1},
+    ]
+    config = with_choice(space(first=first), "random", "asha", seed=0)
+    result = replay(config, curves, workers=1, trials=3, reference=[0.0, 400.0])
+    assert result.stopped == 0 and len(result.points) == 3
+
+
+def test_on_two_workers_the_rule_sees_reports_in_simulated_time(curves):
+    # 1+2 and 2+1 start together; 1+2 reaches rung 3 at the same time as 2+1 but is second in
+    # the queue (ties go by trial number), so it is judged against 2+1 and stopped.
+    first = [{"encoder": 2, "decoder": 1}, {"encoder": 1, "decoder": 2}]
+    config = with_choice(space(first=first), "random", "asha", seed=0)
+    result = replay(config, curves, workers=2, trials=2, reference=[0.0, 400.0])
+    assert result.stopped == 1
+    # Both start at 0: the trace's compute counts the stopped trial and the running one's time.
+    assert result.trace[0][0] == pytest.approx(2 * (2.0 + 3.0 + RUNG_EVAL))
+
+
+def test_compute_to_a_hypervolume_is_where_the_trace_first_reaches_it(curves):
+    config = with_choice(space(first=EVERY_STUDENT), "random", "fifo", seed=0)
+    result = replay(config, curves, workers=1, trials=4, reference=[0.0, 400.0])
+    best = result.trace[-1][1]
+    assert result.compute_to(best) == next(c for c, h in result.trace if h >= best)
+    assert math.isinf(result.compute_to(best * 1.01))
+    first_hv = result.trace[0][1]
+    assert result.compute_to(first_hv) == result.trace[0][0]
+
+
+def test_the_table_hypervolume_is_the_front_of_every_final_score(curves):
+    finals = [(c.checkpoints[27].rouge, c.params) for c in curves.values()]
+    assert table_hypervolume(curves, [0.0, 400.0]) == hypervolume(
+        finals, ["max", "min"], [0.0, 400.0]
+    )
+
+
+def test_the_summary_averages_the_seeds_that_reached_the_target():
+    reached = Replay(trace=[(3600.0, 0.5), (7200.0, 0.96)], stopped=1)
+    also = Replay(trace=[(10800.0, 0.97)], stopped=3)
+    never = Replay(trace=[(3600.0, 0.9)])
+    row = summarize([reached, also, never], best=1.0)
+    assert row["reached"] == "2/3"
+    assert row["mean"] == pytest.approx(2.5)  # hours: 2 and 3
+    assert row["sd"] == pytest.approx(math.sqrt(0.5))
+    assert row["final"] == pytest.approx((0.96 + 0.97 + 0.9) / 3)
+    assert row["stopped"] == pytest.approx(4 / 3)
