@@ -25,18 +25,17 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from bench.common import DEFAULT_SPACE, REPO, append_row, prepare_default, read_rows, trial_config
 from search.config import load_config
-from trainables.config import DecodingConfig
+from search.halving import rung_steps
+from trainables.config import RungConfig
 from trainables.shrink import layer_counts
-from trainables.trial import load_model_config
+from trainables.trial import evaluation_inputs, load_model_config
 
 TABLE = REPO / "bench" / "learning_curves.csv"
-CHECKPOINTS = (Fraction(1, 27), Fraction(1, 9), Fraction(1, 3), Fraction(1))
 RUNG_EXAMPLES = 50
 STRATEGIES = ("sft", "last")
 
@@ -44,13 +43,12 @@ _worker: dict[str, Any] = {}
 
 
 def checkpoint_steps(max_steps: int) -> list[int]:
-    """The steps at which a student is scored: each checkpoint fraction of the budget."""
-    return sorted({max(1, round(max_steps * f)) for f in CHECKPOINTS})
+    """The steps at which a student is scored: the rungs of eta 3 with 4 rungs (1/27, 1/9,
+    1/3 of the budget, as `search.halving` places them), and the end."""
+    return [*rung_steps(max_steps, 3, 4), max_steps]
 
 
-def rung_decoding(decoding: DecodingConfig) -> DecodingConfig:
-    """The cheap evaluation's decoding: greedy, otherwise as the sweep decodes."""
-    return dataclasses.replace(decoding, num_beams=1)
+RUNGS = RungConfig(examples=RUNG_EXAMPLES, num_beams=1)  # the cheap score, as asha's trials
 
 
 def _init_worker(space: str, overrides: list[str]) -> None:
@@ -65,9 +63,8 @@ def _scores(student: Any, tokenizer: Any, step: int, train_seconds: float) -> di
     config, prepared = _worker["config"], _worker["prepared"]
     row: dict[str, Any] = {"step": step, "train_seconds": round(train_seconds, 2)}
     start = time.perf_counter()
-    rung = evaluate_model(
-        student, tokenizer, prepared.data.eval_head(RUNG_EXAMPLES), rung_decoding(config.decoding)
-    )
+    rung_data, rung_decoding = evaluation_inputs(RUNGS, prepared.data, config.decoding, rung=True)
+    rung = evaluate_model(student, tokenizer, rung_data, rung_decoding)
     row["rung_eval_seconds"] = round(time.perf_counter() - start, 2)
     row["rung_rougeL"] = round(rung["rougeL"], 4)
     start = time.perf_counter()

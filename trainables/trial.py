@@ -184,7 +184,7 @@ def run_trial(
     def evaluate_at(step: int) -> None:
         rung = step in config.rungs.steps
         metrics = evaluate_model(
-            student, tokenizer, *_evaluation(config.rungs, data, decoding, rung)
+            student, tokenizer, *evaluation_inputs(config.rungs, data, decoding, rung)
         )
         if report is not None:
             extra = {"startup_seconds": startup_seconds, "step": step, "rung": int(rung)}
@@ -220,7 +220,7 @@ def run_trial(
     return TrialResult(metrics, config.encoder_layers, config.decoder_layers)
 
 
-def _evaluation(
+def evaluation_inputs(
     rungs: RungConfig, data: Any, decoding: DecodingConfig, rung: bool
 ) -> tuple[Any, DecodingConfig]:
     """The data and decoding of an evaluation: at a rung, the cheap ones `rungs` names."""
