@@ -66,7 +66,8 @@ class Curve:
         return max(self.checkpoints)
 
 
-Curves = dict[tuple[int, int, str], Curve]  # (encoder, decoder, strategy) -> curve
+Student = tuple[int, int, str]  # (encoder layers, decoder layers, strategy)
+Curves = dict[Student, Curve]
 
 
 def load_curves(path: Path) -> Curves:
@@ -127,6 +128,7 @@ class Replay:
     trace: list[tuple[float, float]] = field(default_factory=list)  # (compute, hypervolume)
     compute: float = 0.0  # trial-seconds spent in all
     stopped: int = 0
+    students: list[Student] = field(default_factory=list)  # in the order they started
 
     def compute_to(self, hv: float) -> float:
         """Trial-seconds spent when the front first reached `hv` (inf if it never did)."""
@@ -134,18 +136,24 @@ class Replay:
 
 
 def replay(
-    config: SweepConfig, curves: Curves, workers: int, trials: int, reference: list[float]
+    config: SweepConfig,
+    curves: Curves,
+    workers: int,
+    trials: int,
+    reference: list[float],
+    students: Sequence[Student] | None = None,
 ) -> Replay:
     """Simulate one sweep of `trials` trials on `workers` workers.
 
     Trials start when a worker is free and report in simulated time; the scheduler's rule sees
-    reports in the order they happen. Compute is the sum of the trials' running times.
+    reports in the order they happen. Compute is the sum of the trials' running times. The
+    students come from the sweep's sampler, or, given `students`, are those in that order (to
+    run the very trials of another replay under another scheduler).
     """
     parent_layers = max((e, d) for e, d, _ in curves)
-    study = optuna.create_study(
-        directions=["maximize", "minimize"], sampler=make_sampler(config, parent_layers)
-    )
-    for point in config.first:
+    sampler = make_sampler(config, parent_layers) if students is None else None
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    for point in config.first if students is None else ():
         study.enqueue_trial(dict(point))
     budget = max(curve.budget for curve in curves.values())
     rungs = []
@@ -163,9 +171,14 @@ def replay(
         if started >= trials:
             return
         trial = study.ask()
-        values = {**suggest(trial, config, parent_layers), **trial.params}
-        student = plan(values, parent_layers)
-        curve = curves[(len(student.encoder_layers), len(student.decoder_layers), student.strategy)]
+        if students is None:
+            values = {**suggest(trial, config, parent_layers), **trial.params}
+            chosen = plan(values, parent_layers)
+            key = (len(chosen.encoder_layers), len(chosen.decoder_layers), chosen.strategy)
+        else:
+            key = students[started]
+        out.students.append(key)
+        curve = curves[key]
         plan_stages = stages(curve, rungs)
         running[trial.number] = (trial, curve, now, plan_stages)
         heapq.heappush(events, (now + plan_stages[0].seconds, trial.number, 0))
@@ -241,7 +254,7 @@ def report(
 ) -> None:
     """Print, per workers x sampler x scheduler, the compute to reach TARGET of the table's
     hypervolume (mean and spread over seeds, and as a share of random search with fifo) and
-    the final hypervolume share."""
+    the final hypervolume share; then, per sampler, what asha saves on fifo's very trials."""
     for workers in args.workers or [2, 8]:
         print(f"\n{workers} workers, {args.trials} trials, {args.seeds} seeds")
         print(
@@ -249,6 +262,7 @@ def report(
             "  final hv  stopped"
         )
         baseline = None
+        fifo_runs: dict[str, list[Replay]] = {}
         for sampler in args.samplers or SAMPLERS:
             for scheduler in args.schedulers or SCHEDULERS:
                 runs = [
@@ -256,6 +270,8 @@ def report(
                            args.trials, reference)
                     for seed in range(args.seeds)
                 ]  # fmt: skip
+                if scheduler == "fifo":
+                    fifo_runs[sampler] = runs
                 row = summarize(runs, best)
                 if sampler == "random" and scheduler == "fifo":
                     baseline = row["mean"]
@@ -264,6 +280,32 @@ def report(
                     f"{sampler:8} {scheduler:9}  {row['reached']:>7}  {row['mean']:19.2f}"
                     f"  {row['sd']:5.2f}  {ratio:14.3f}  {row['final']:8.3f}  {row['stopped']:7.1f}"
                 )
+        if "asha" in (args.schedulers or SCHEDULERS):
+            report_same_trials(config, curves, workers, fifo_runs, reference)
+
+
+def report_same_trials(
+    config: SweepConfig,
+    curves: Curves,
+    workers: int,
+    fifo_runs: dict[str, list[Replay]],
+    reference: list[float],
+) -> None:
+    """asha on the very trials each fifo replay ran, in the same order: the share of fifo's
+    trial-seconds it spends and of fifo's final hypervolume it keeps (mean, min-max)."""
+    print("\nasha on fifo's trials   compute / fifo (min-max)   hypervolume / fifo (min-max)")
+    for sampler, runs in fifo_runs.items():
+        asha = with_choice(config, sampler, "asha", seed=0)
+        compute, kept = [], []
+        for fifo in runs:
+            again = replay(asha, curves, workers, len(fifo.students), reference, fifo.students)
+            compute.append(again.compute / fifo.compute)
+            kept.append(again.trace[-1][1] / fifo.trace[-1][1])
+        print(
+            f"{sampler:8}                {statistics.mean(compute):5.3f} "
+            f"({min(compute):.3f}-{max(compute):.3f})        {statistics.mean(kept):5.3f} "
+            f"({min(kept):.3f}-{max(kept):.3f})"
+        )
 
 
 def summarize(runs: list[Replay], best: float) -> dict[str, Any]:

@@ -153,3 +153,22 @@ def test_the_summary_averages_the_seeds_that_reached_the_target():
     assert row["sd"] == pytest.approx(math.sqrt(0.5))
     assert row["final"] == pytest.approx((0.96 + 0.97 + 0.9) / 3)
     assert row["stopped"] == pytest.approx(4 / 3)
+
+
+def test_given_students_a_replay_runs_exactly_those_in_order_under_its_own_scheduler(curves):
+    # 2+1 then 1+2 (dominated at its first rung), as fifo ran them: asha runs the same two and
+    # stops the second, so it spends less and keeps fifo's front.
+    first = [{"encoder": 2, "decoder": 1}, {"encoder": 1, "decoder": 2}]
+    fifo = replay(
+        with_choice(space(first=first), "random", "fifo", seed=0), curves, 1, 2, [0.0, 400.0]
+    )
+    assert fifo.students == [(2, 1, "sft"), (1, 2, "sft")] and fifo.stopped == 0
+    asha = with_choice(space(), "tpe", "asha", seed=3)  # no first points: the list decides
+    again = replay(asha, curves, 1, 2, [0.0, 400.0], students=fifo.students)
+    assert again.students == fifo.students
+    assert again.stopped == 1
+    kept, stopped_at = 2.0 + 27.0 + 2 * RUNG_EVAL + FINAL_EVAL, 2.0 + 3.0 + RUNG_EVAL
+    assert again.compute == pytest.approx(kept + stopped_at) and fifo.compute == 2 * full_cost(
+        curves[(2, 1, "sft")]
+    )
+    assert again.trace[-1][1] == fifo.trace[-1][1]
