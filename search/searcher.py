@@ -1,5 +1,6 @@
-"""Ray's OptunaSearch, taught two things a sweep needs: a trial stopped early was pruned, and a
-proposal that breaks a constraint known before training is infeasible and never trains.
+"""Ray's OptunaSearch, taught three things a sweep needs: a trial stopped early was pruned, a
+proposal that breaks a constraint known before training is infeasible and never trains, and a
+proposal that repeats a measured configuration is answered from its record (`search.repeats`).
 
 Imports Ray; runs in the driver's process.
 """
@@ -10,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import ConstraintConfig, ObjectiveConfig
@@ -21,6 +23,7 @@ from search.constraints import (
     violations,
 )
 from search.preflight import Prepared
+from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, first_measured, tell_repeat
 from search.space import InfeasibleError, plan
 from trainables.shrink import student_size
 
@@ -41,7 +44,8 @@ class SweepSearch(OptunaSearch):
     A proposal whose parameter count breaks a constraint is told to Optuna at once, as a
     COMPLETE trial with its violations (the samplers that take constraints rank it below every
     feasible one) and, for objectives it never measured, the hypervolume's reference values;
-    `on_infeasible` records it, and the next proposal is asked for in its place.
+    `on_infeasible` records it, and the next proposal is asked for in its place. So is a
+    proposal that repeats a configuration already measured, told what that trial measured.
     """
 
     def __init__(
@@ -62,9 +66,15 @@ class SweepSearch(OptunaSearch):
         self.on_infeasible = on_infeasible
 
     def suggest(self, trial_id: str) -> dict | None:
+        repeats = 0
         for _ in range(MAX_REJECTED):
             proposal = super().suggest(trial_id)
-            if not isinstance(proposal, dict) or not before_training(self.constraints):
+            if not isinstance(proposal, dict):
+                return proposal
+            if repeats < MAX_REPEATS and self._answer_repeat(trial_id):
+                repeats += 1
+                continue
+            if not before_training(self.constraints):
                 return proposal
             known = self.known_metrics(proposal)
             if not known or feasible(before_training(self.constraints), known):
@@ -74,6 +84,18 @@ class SweepSearch(OptunaSearch):
             f"the constraints rejected {MAX_REJECTED} proposals in a row: loosen them, or "
             "narrow the search space to students that can keep them"
         )
+
+    def _answer_repeat(self, trial_id: str) -> bool:
+        """If `trial_id`'s proposal repeats a measured configuration, tell Optuna so; True then."""
+        ot_trial = self._ot_trials[trial_id]
+        done = self._ot_study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        )
+        first = first_measured(done, ot_trial.params)
+        if first is None:
+            return False
+        tell_repeat(self._ot_study, self._ot_trials.pop(trial_id), first)
+        return True
 
     def known_metrics(self, proposal: Mapping[str, Any]) -> dict[str, float]:
         """The proposal's metrics known before training: its parameter counts."""
@@ -113,6 +135,9 @@ class SweepSearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if result is not None and not error and not result.get("final"):
+            stopped_at = [result.get(o.metric) for o in self.objectives]
+            if trial_id in self._ot_trials and stopped_at and None not in stopped_at:
+                self._ot_trials[trial_id].set_user_attr(STOPPED_AT_ATTR, stopped_at)
             result = None
         if result is not None and self.constraints and trial_id in self._ot_trials:
             broken = violations(self.constraints, result)

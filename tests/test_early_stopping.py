@@ -13,6 +13,7 @@ from test_sweep import shrink_sweep, sweep_runs, write_space
 from search.config import ObjectiveConfig, SchedulerConfig
 from search.early_stopping import ParetoStopping, SuccessiveHalvingStopping, make_scheduler
 from search.halving import SuccessiveHalving, rung_config, rung_steps
+from search.repeats import STOPPED_AT_ATTR
 from trainables.config import RungConfig
 
 OBJECTIVES = (ObjectiveConfig("rougeL", "max"), ObjectiveConfig("params", "min"))
@@ -162,3 +163,10 @@ def test_stopped_trials_are_stopped_in_mlflow_and_pruned_in_optuna(tmp_path, tin
     )
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "PRUNED", "PRUNED"]
+    # Each pruned trial keeps the objectives it was stopped at: a repeat is answered with them.
+    stopped_at = {
+        (str(t.params["encoder"]), str(t.params["decoder"])): t.user_attrs[STOPPED_AT_ATTR]
+        for t in study.trials
+        if t.state.name == "PRUNED"
+    }
+    assert stopped_at == {k: [by_size[k].data.metrics["params"]] for k in (("2", "2"), ("2", "1"))}
