@@ -10,6 +10,7 @@ The proposals come from the product's own sampler (`search.tuner.make_sampler`, 
 product's own rule (`search.halving.SuccessiveHalving`), not from copies of them.
 
     python -m bench.simulate                                  # every sampler x scheduler
+    python -m bench.simulate --set "layers.strategy=[sft, last]"   # a wider space
     python -m bench.simulate --sampler tpe --scheduler asha --workers 2 --seeds 20
 """
 
@@ -27,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from bench.common import DEFAULT_SPACE, read_rows
 from bench.learning_curves import TABLE
 from search.config import SweepConfig, load_config
 from search.front import reference_point
 from search.halving import SuccessiveHalving, rung_steps
+from search.params import param_values
 from search.pareto import hypervolume
+from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, first_measured, tell_repeat
 from search.space import plan, suggest
 from search.tuner import make_sampler
 
@@ -127,7 +131,9 @@ class Replay:
     points: list[tuple[float, float]] = field(default_factory=list)  # finished (rouge, params)
     trace: list[tuple[float, float]] = field(default_factory=list)  # (compute, hypervolume)
     compute: float = 0.0  # trial-seconds spent in all
+    makespan: float = 0.0  # simulated seconds from the first trial's start to the last's end
     stopped: int = 0
+    repeats: int = 0  # proposals answered from an earlier trial's record, not run
     students: list[Student] = field(default_factory=list)  # in the order they started
 
     def compute_to(self, hv: float) -> float:
@@ -166,17 +172,28 @@ def replay(
     running: dict[int, tuple[optuna.Trial, Curve, float, list[Stage]]] = {}
     started = 0
 
+    def propose() -> tuple[optuna.Trial, Student]:
+        """The sampler's next student, as the product's searcher gets it: a proposal that
+        repeats a measured one is told that trial's record and not run (`search.repeats`)."""
+        for attempt in range(MAX_REPEATS + 1):
+            trial = study.ask()
+            chosen = plan({**suggest(trial, config, parent_layers), **trial.params}, parent_layers)
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            first = first_measured(done, trial.params) if attempt < MAX_REPEATS else None
+            if first is None:
+                break
+            tell_repeat(study, trial, first)
+            out.repeats += 1
+        return trial, (len(chosen.encoder_layers), len(chosen.decoder_layers), chosen.strategy)
+
     def start(now: float) -> None:
         nonlocal started
         if started >= trials:
             return
-        trial = study.ask()
         if students is None:
-            values = {**suggest(trial, config, parent_layers), **trial.params}
-            chosen = plan(values, parent_layers)
-            key = (len(chosen.encoder_layers), len(chosen.decoder_layers), chosen.strategy)
+            trial, key = propose()
         else:
-            key = students[started]
+            trial, key = study.ask(), students[started]
         out.students.append(key)
         curve = curves[key]
         plan_stages = stages(curve, rungs)
@@ -197,15 +214,29 @@ def replay(
             heapq.heappush(events, (began + plan_stages[index + 1].seconds, number, index + 1))
             continue
         else:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            trial.set_user_attr(STOPPED_AT_ATTR, [stage.rouge, curve.params])
+            study.tell(trial, state=TrialState.PRUNED)
             out.stopped += 1
         out.compute += now - began
+        out.makespan = now
         del running[number]
         spent = out.compute + sum(now - b for _, _, b, _ in running.values())
         hv = hypervolume(out.points, ["max", "min"], reference) if out.points else 0.0
         out.trace.append((spent, hv))
         start(now)
     return out
+
+
+def space_curves(curves: Curves, config: SweepConfig) -> Curves:
+    """The table's students that the sweep's space can propose: its strategies' rows."""
+    wanted = set(param_values(config.layers.strategy))
+    missing = wanted - {s for _, _, s in curves}
+    if missing:
+        raise SystemExit(
+            f"the table has no students of strategy {sorted(missing)}: measure them with "
+            "python -m bench.learning_curves --strategy ..., or --set layers.strategy=[...]"
+        )
+    return {key: curve for key, curve in curves.items() if key[2] in wanted}
 
 
 def table_hypervolume(curves: Curves, reference: list[float]) -> float:
@@ -235,9 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="KEY=VALUE")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    curves = load_curves(args.table)
+    config = load_config(args.space, args.overrides)
+    curves = space_curves(load_curves(args.table), config)
     strategies = sorted({s for _, _, s in curves})
-    config = load_config(args.space, [f"layers.strategy={strategies}", *args.overrides])
     parent = max(curves, key=lambda k: (k[0], k[1]))
     reference = reference_point(config, int(curves[parent].params))
     best = table_hypervolume(curves, reference)
@@ -259,7 +290,7 @@ def report(
         print(f"\n{workers} workers, {args.trials} trials, {args.seeds} seeds")
         print(
             "sampler  scheduler  reached  compute-to-0.95 (h)  sd     vs random/fifo"
-            "  final hv  stopped"
+            "  final hv  spent (h)  stopped  repeats"
         )
         baseline = None
         fifo_runs: dict[str, list[Replay]] = {}
@@ -278,7 +309,8 @@ def report(
                 ratio = row["mean"] / baseline if baseline else math.nan
                 print(
                     f"{sampler:8} {scheduler:9}  {row['reached']:>7}  {row['mean']:19.2f}"
-                    f"  {row['sd']:5.2f}  {ratio:14.3f}  {row['final']:8.3f}  {row['stopped']:7.1f}"
+                    f"  {row['sd']:5.2f}  {ratio:14.3f}  {row['final']:8.3f}  {row['spent']:9.2f}"
+                    f"  {row['stopped']:7.1f}  {row['repeats']:7.1f}"
                 )
         if "asha" in (args.schedulers or SCHEDULERS):
             report_same_trials(config, curves, workers, fifo_runs, reference)
@@ -310,7 +342,8 @@ def report_same_trials(
 
 def summarize(runs: list[Replay], best: float) -> dict[str, Any]:
     """Over seeds: how many reached TARGET of `best`, the hours of trial compute they needed
-    (mean and spread, over those that reached it), the final hypervolume share, trials stopped."""
+    (mean and spread, over those that reached it), the final hypervolume share, the hours
+    spent in all, trials stopped and proposals answered as repeats."""
     needed = [r.compute_to(TARGET * best) / 3600 for r in runs]
     reached = [n for n in needed if math.isfinite(n)]
     return {
@@ -318,7 +351,9 @@ def summarize(runs: list[Replay], best: float) -> dict[str, Any]:
         "mean": statistics.mean(reached) if reached else math.inf,
         "sd": statistics.stdev(reached) if len(reached) > 1 else math.nan,
         "final": statistics.mean(r.trace[-1][1] / best for r in runs),
+        "spent": statistics.mean(r.compute / 3600 for r in runs),
         "stopped": statistics.mean(r.stopped for r in runs),
+        "repeats": statistics.mean(r.repeats for r in runs),
     }
 
 

@@ -13,6 +13,7 @@ from bench.simulate import (
     Replay,
     load_curves,
     replay,
+    space_curves,
     stages,
     summarize,
     table_hypervolume,
@@ -144,15 +145,17 @@ def test_the_table_hypervolume_is_the_front_of_every_final_score(curves):
 
 
 def test_the_summary_averages_the_seeds_that_reached_the_target():
-    reached = Replay(trace=[(3600.0, 0.5), (7200.0, 0.96)], stopped=1)
-    also = Replay(trace=[(10800.0, 0.97)], stopped=3)
-    never = Replay(trace=[(3600.0, 0.9)])
+    reached = Replay(trace=[(3600.0, 0.5), (7200.0, 0.96)], compute=7200.0, stopped=1, repeats=2)
+    also = Replay(trace=[(10800.0, 0.97)], compute=10800.0, stopped=3)
+    never = Replay(trace=[(3600.0, 0.9)], compute=3600.0, repeats=4)
     row = summarize([reached, also, never], best=1.0)
     assert row["reached"] == "2/3"
     assert row["mean"] == pytest.approx(2.5)  # hours: 2 and 3
     assert row["sd"] == pytest.approx(math.sqrt(0.5))
     assert row["final"] == pytest.approx((0.96 + 0.97 + 0.9) / 3)
     assert row["stopped"] == pytest.approx(4 / 3)
+    assert row["spent"] == pytest.approx(2.0)  # hours, every seed: (2 + 3 + 1) / 3
+    assert row["repeats"] == pytest.approx(2.0)
 
 
 def test_given_students_a_replay_runs_exactly_those_in_order_under_its_own_scheduler(curves):
@@ -172,3 +175,19 @@ def test_given_students_a_replay_runs_exactly_those_in_order_under_its_own_sched
         curves[(2, 1, "sft")]
     )
     assert again.trace[-1][1] == fifo.trace[-1][1]
+
+
+def test_a_repeated_proposal_is_answered_not_run_so_four_trials_cover_four_students(curves):
+    result = replay(with_choice(space(), "random", "fifo", seed=0), curves, 2, 4, [0.0, 400.0])
+    assert sorted(result.students) == sorted(curves)  # the random sampler proposes repeats too
+    assert result.repeats > 0
+    assert result.compute == pytest.approx(sum(full_cost(c) for c in curves.values()))
+
+
+def test_the_simulated_space_is_the_table_cut_to_the_configured_strategies(curves):
+    assert space_curves(curves, space()) == curves  # all sft
+    both = {**curves, (2, 2, "last"): curves[(2, 2, "sft")]}
+    assert set(space_curves(both, space())) == set(curves)
+    with pytest.raises(SystemExit, match=r"no students of strategy \['first'\]"):
+        space_curves(curves, space(layers={"encoder": [1, 2], "decoder": [1, 2],
+                                           "strategy": ["sft", "first"]}))  # fmt: skip
