@@ -37,7 +37,7 @@ from search.front import reference_point
 from search.halving import SuccessiveHalving, rung_steps
 from search.params import param_values
 from search.pareto import hypervolume
-from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, first_measured, tell_repeat
+from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
 from search.space import plan, suggest
 from search.tuner import make_sampler
 
@@ -178,11 +178,8 @@ def replay(
         for attempt in range(MAX_REPEATS + 1):
             trial = study.ask()
             chosen = plan({**suggest(trial, config, parent_layers), **trial.params}, parent_layers)
-            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            first = first_measured(done, trial.params) if attempt < MAX_REPEATS else None
-            if first is None:
+            if attempt == MAX_REPEATS or not answer_repeat(study, trial):
                 break
-            tell_repeat(study, trial, first)
             out.repeats += 1
         return trial, (len(chosen.encoder_layers), len(chosen.decoder_layers), chosen.strategy)
 
@@ -290,7 +287,7 @@ def report(
         print(f"\n{workers} workers, {args.trials} trials, {args.seeds} seeds")
         print(
             "sampler  scheduler  reached  compute-to-0.95 (h)  sd     vs random/fifo"
-            "  final hv  spent (h)  stopped  repeats"
+            "  final hv  spent (h)  wall (h)  stopped  repeats"
         )
         baseline = None
         fifo_runs: dict[str, list[Replay]] = {}
@@ -310,9 +307,9 @@ def report(
                 print(
                     f"{sampler:8} {scheduler:9}  {row['reached']:>7}  {row['mean']:19.2f}"
                     f"  {row['sd']:5.2f}  {ratio:14.3f}  {row['final']:8.3f}  {row['spent']:9.2f}"
-                    f"  {row['stopped']:7.1f}  {row['repeats']:7.1f}"
+                    f"  {row['wall']:8.2f}  {row['stopped']:7.1f}  {row['repeats']:7.1f}"
                 )
-        if "asha" in (args.schedulers or SCHEDULERS):
+        if fifo_runs and "asha" in (args.schedulers or SCHEDULERS):
             report_same_trials(config, curves, workers, fifo_runs, reference)
 
 
@@ -343,7 +340,8 @@ def report_same_trials(
 def summarize(runs: list[Replay], best: float) -> dict[str, Any]:
     """Over seeds: how many reached TARGET of `best`, the hours of trial compute they needed
     (mean and spread, over those that reached it), the final hypervolume share, the hours
-    spent in all, trials stopped and proposals answered as repeats."""
+    spent in all and from first start to last end, trials stopped and proposals answered as
+    repeats."""
     needed = [r.compute_to(TARGET * best) / 3600 for r in runs]
     reached = [n for n in needed if math.isfinite(n)]
     return {
@@ -352,6 +350,7 @@ def summarize(runs: list[Replay], best: float) -> dict[str, Any]:
         "sd": statistics.stdev(reached) if len(reached) > 1 else math.nan,
         "final": statistics.mean(r.trace[-1][1] / best for r in runs),
         "spent": statistics.mean(r.compute / 3600 for r in runs),
+        "wall": statistics.mean(r.makespan / 3600 for r in runs),
         "stopped": statistics.mean(r.stopped for r in runs),
         "repeats": statistics.mean(r.repeats for r in runs),
     }

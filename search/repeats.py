@@ -43,6 +43,17 @@ def measured_values(trial: FrozenTrial) -> Sequence[float]:
     return list(trial.user_attrs[STOPPED_AT_ATTR])
 
 
+def answer_repeat(study: Any, trial: Any) -> bool:
+    """If the running `trial` (its parameters suggested) repeats one of `study`'s measured
+    trials, tell `study` so (`tell_repeat`) and return True; otherwise leave it be."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    first = first_measured(done, trial.params)
+    if first is None:
+        return False
+    tell_repeat(study, trial, first)
+    return True
+
+
 def tell_repeat(study: Any, trial: Any, first: FrozenTrial) -> None:
     """Tell `study` that its running `trial` repeats `first`: what `first` measured, with its
     other user attributes (a constraint's violations among them)."""

@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import ConstraintConfig, ObjectiveConfig
@@ -23,7 +22,7 @@ from search.constraints import (
     violations,
 )
 from search.preflight import Prepared
-from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, first_measured, tell_repeat
+from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
 from search.space import InfeasibleError, plan
 from trainables.shrink import student_size
 
@@ -87,14 +86,9 @@ class SweepSearch(OptunaSearch):
 
     def _answer_repeat(self, trial_id: str) -> bool:
         """If `trial_id`'s proposal repeats a measured configuration, tell Optuna so; True then."""
-        ot_trial = self._ot_trials[trial_id]
-        done = self._ot_study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-        )
-        first = first_measured(done, ot_trial.params)
-        if first is None:
+        if not answer_repeat(self._ot_study, self._ot_trials[trial_id]):
             return False
-        tell_repeat(self._ot_study, self._ot_trials.pop(trial_id), first)
+        del self._ot_trials[trial_id]
         return True
 
     def known_metrics(self, proposal: Mapping[str, Any]) -> dict[str, float]:

@@ -84,6 +84,7 @@ def test_fifo_on_one_worker_spends_every_students_full_cost_and_finds_the_table_
     reference = [0.0, 400.0]
     result = replay(config, curves, workers=1, trials=4, reference=reference)
     assert result.compute == pytest.approx(sum(full_cost(c) for c in curves.values()))
+    assert result.makespan == pytest.approx(result.compute)  # one worker: back to back
     assert result.stopped == 0
     assert sorted(result.points) == sorted(
         (c.checkpoints[27].rouge, c.params) for c in curves.values()
@@ -146,8 +147,8 @@ def test_the_table_hypervolume_is_the_front_of_every_final_score(curves):
 
 def test_the_summary_averages_the_seeds_that_reached_the_target():
     reached = Replay(trace=[(3600.0, 0.5), (7200.0, 0.96)], compute=7200.0, stopped=1, repeats=2)
-    also = Replay(trace=[(10800.0, 0.97)], compute=10800.0, stopped=3)
-    never = Replay(trace=[(3600.0, 0.9)], compute=3600.0, repeats=4)
+    also = Replay(trace=[(10800.0, 0.97)], compute=10800.0, makespan=5400.0, stopped=3)
+    never = Replay(trace=[(3600.0, 0.9)], compute=3600.0, makespan=1800.0, repeats=4)
     row = summarize([reached, also, never], best=1.0)
     assert row["reached"] == "2/3"
     assert row["mean"] == pytest.approx(2.5)  # hours: 2 and 3
@@ -156,6 +157,7 @@ def test_the_summary_averages_the_seeds_that_reached_the_target():
     assert row["stopped"] == pytest.approx(4 / 3)
     assert row["spent"] == pytest.approx(2.0)  # hours, every seed: (2 + 3 + 1) / 3
     assert row["repeats"] == pytest.approx(2.0)
+    assert row["wall"] == pytest.approx(2 / 3)  # hours: (0 + 1.5 + 0.5) / 3
 
 
 def test_given_students_a_replay_runs_exactly_those_in_order_under_its_own_scheduler(curves):
