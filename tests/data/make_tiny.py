@@ -3,7 +3,7 @@
 The rows mimic the demo data (`document`, `summary`, `package`) but are generated from
 templates with a fixed seed, so they are small, license-free and reproducible:
 
-    python tests/data/make_tiny.py   # rewrites tests/data/tiny/{train,validation}.jsonl
+    python tests/data/make_tiny.py   # rewrites tests/data/tiny/{train,validation,test}.jsonl
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 SEED = 1234
-SIZES = {"train": 200, "validation": 30}
+SIZES = {"train": 200, "validation": 30, "test": 30}  # test: only export scores it
 OUT = Path(__file__).parent / "tiny"
 
 ROOTS = [
