@@ -136,7 +136,8 @@ def export(args: argparse.Namespace) -> int:
     front trial with the largest sum, the one nearest the ideal point (with two objectives:
     the point farthest above the line joining the front's two ends). The export reloads what
     it wrote and re-scores it on the sweep's evaluation data (fp32 within 0.5 ROUGE-L of the
-    trial, else it fails), measures the int8 variant, and registers the model in MLflow.
+    trial, else it fails), measures the int8 variant, scores both on the held-out test split
+    (which no trial saw) when the data has one, and registers the model in MLflow.
     """
     from search.export.card import report_lines
     from search.export.pick import pick_trial
@@ -162,6 +163,8 @@ def export(args: argparse.Namespace) -> int:
         force=args.force,
         register_name=args.register_name,
         alias=args.alias,
+        test_split=args.test_split,
+        test_examples=args.test_examples,
     )
     print("\n".join(report_lines(result)))
     return 0
@@ -308,6 +311,15 @@ def _parser() -> argparse.ArgumentParser:
         "--alias", default="best-tradeoff",
         help="the alias moved to the new model version (default best-tradeoff)",
     )  # fmt: skip
+    p.add_argument(
+        "--test-split", default="test", metavar="NAME",
+        help="the held-out split to score fp32 and int8 on; skipped, with a note, if the data "
+        "has none (default test)",
+    )  # fmt: skip
+    p.add_argument(
+        "--test-examples", type=_positive_int, metavar="N",
+        help="score a seeded sample of N test pairs (default: all)",
+    )  # fmt: skip
     _store_args(p)
 
     p = _command(commands, "ui", ui)
@@ -336,6 +348,13 @@ def _space_args(p: argparse.ArgumentParser) -> None:
         "--set", action="append", metavar="KEY=VALUE",
         help="override any value of space.yaml, e.g. --set data.max_train_examples=200",
     )  # fmt: skip
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ import transformers
 import yaml
 from mlflow.tracking import MlflowClient
 from test_sweep import write_space as write_tiny_space
-from tiny import tiny_bart_dir, tiny_t5_dir
+from tiny import TINY_DATA, TINY_FILES, tiny_bart_dir, tiny_space, tiny_t5_dir
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -38,6 +38,7 @@ from search.export.errors import ExportError
 from search.export.int8 import INT8_DIR, INT8_WEIGHTS, load_int8, quantize_int8, save_int8
 from search.export.model_dir import PIPELINE_FILE
 from search.export.pick import pick_trial
+from search.export.ship import eval_data, held_out_data
 from search.pareto import knee
 from search.preflight import prepare
 from search.space import plan
@@ -208,10 +209,13 @@ def test_shipped_pipeline_is_a_module_that_imports_only_transformers():
 
 
 def write_space(directory: Path, model: Path, name: str = "tiny") -> Path:
+    data = tiny_space(model)["data"]
+    data["files"] = {**TINY_FILES, "test": str(TINY_DATA / "test.jsonl")}  # only export reads it
     return write_tiny_space(
         directory,
         model,
         name=name,
+        data=data,
         layers={"encoder": {"low": 1, "high": 4}, "decoder": {"low": 1, "high": 3}},
         train={"learning_rate": 1.0e-2, "max_steps": 80, "batch_size": 8},
         decoding={"max_new_tokens": 12, "no_repeat_ngram_size": 3},
@@ -251,7 +255,8 @@ def _fixed_train(config) -> dict:
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory) -> dict:
     """A tiny T5 sweep with two trained trials, both with more decoder than encoder layers,
-    and three small broken sweeps in their own experiments."""
+    three small broken sweeps in their own experiments, and one more with trial a alone, for
+    exports that must not touch the first sweep's record."""
     root = tmp_path_factory.mktemp("export")
     base = tiny_t5_dir(root / "t5", layers=(4, 3))
     space = write_space(root, base)
@@ -269,6 +274,7 @@ def sweep(tmp_path_factory) -> dict:
         "tiny-empty": [],
         "tiny-gone": [("gone", params, metrics, root / "deleted")],
         "tiny-tampered": [("tampered", params, {**metrics, "rougeL": 99.0}, checkpoint)],
+        "tiny-alone": [("a", params, metrics, checkpoint)],
     }
     for name, records in broken.items():
         other = Tracker(default_uri(store), name, store / "artifacts")
@@ -287,10 +293,13 @@ def export(sweep: dict, *args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+TEST_EXAMPLES = 10  # of the tiny test split's 30 pairs
+
+
 @pytest.fixture(scope="session")
 def exported(sweep) -> dict:
     directory = sweep["root"] / "shipped" / "model"
-    code, out, err = export(sweep, "--out", str(directory))
+    code, out, err = export(sweep, "--out", str(directory), "--test-examples", str(TEST_EXAMPLES))
     assert code == 0, err + out
     rows = [{"trial": t, **m} for t, (_, m, _) in sweep["trials"].items()]
     knee_trial = rows[knee([[r["rougeL"], r["params"]] for r in rows], ["max", "min"])]["trial"]
@@ -325,6 +334,84 @@ def test_card_tells_scores_layers_and_front(exported, sweep):
     assert "| ROUGE-L |" in card and "| weights on disk (MB) |" in card
     assert "## Pareto front" in card and f"**{exported['trial']}**" in card
     assert f"learning_rate | {params['learning_rate']}" in card
+
+
+def report_rows(stdout: str) -> dict[str, list[str]]:
+    """The printed score table's rows (the header, fp32, int8) by their first cell."""
+    rows = [line.split() for line in stdout.splitlines()]
+    (start,) = [i for i, row in enumerate(rows) if row[:1] == ["ROUGE-L"]]
+    return {row[0]: row for row in rows[start : start + 3]}
+
+
+def test_test_split_scores_are_printed_recorded_and_in_the_card(exported, sweep):
+    out = exported["stdout"]
+    pairs = f"{TEST_EXAMPLES} pairs of the 'test' split (held out)"
+    assert f"scoring fp32 on {pairs}" in out and f"scoring int8 on {pairs}" in out
+    assert f"  test: {TEST_EXAMPLES} held-out pairs, which no trial saw" in out
+    rows = report_rows(out)
+    assert rows["ROUGE-L"] == ["ROUGE-L", "validation", "test", "MB", "ms/example"]
+
+    client = MlflowClient(default_uri(sweep["store"]))
+    version = client.get_model_version_by_alias("tiny-summarizer", "best-tradeoff")
+    tags = version.tags
+    assert (tags["test_split"], tags["test_examples"]) == ("test", str(TEST_EXAMPLES))
+    assert rows["fp32"][1:3] == [tags["rougeL"], tags["test_rougeL"]]
+    assert rows["int8"][1:3] == [tags["rougeL_int8"], tags["test_rougeL_int8"]]
+    assert all(0 <= float(tags[k]) <= 100 for k in ("test_rougeL", "test_rougeL_int8"))
+    on_test = f"{tags['test_rougeL']} (int8 {tags['test_rougeL_int8']}) on {TEST_EXAMPLES} pairs"
+    assert f"{on_test} of the held-out 'test' split" in version.description
+
+    card = (exported["dir"] / "README.md").read_text()
+    assert "| | fp32 `validation` | fp32 `test` | int8 `validation` | int8 `test` |" in card
+    assert f"| examples | 12 | {TEST_EXAMPLES} | 12 | {TEST_EXAMPLES} |" in card  # 12: the space
+    scores = [tags[k] for k in ("rougeL", "test_rougeL", "rougeL_int8", "test_rougeL_int8")]
+    assert f"| ROUGE-L | {' | '.join(scores)} |" in card
+    assert f"{TEST_EXAMPLES} examples of the `test` split" in card
+
+
+def test_held_out_data_is_tokenized_as_the_evaluation_data(sweep):
+    config = load_config(sweep["space"])
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    evaluation = eval_data(config, tokenizer)
+    # The evaluation split taken the held-out way: the very pairs, token for token.
+    same = held_out_data(config, tokenizer, "validation", config.data.max_eval_examples)
+    assert same.eval_references == evaluation.eval_references
+    assert [list(r) for r in same.eval_input_ids] == [list(r) for r in evaluation.eval_input_ids]
+    assert [list(r) for r in same.eval_labels] == [list(r) for r in evaluation.eval_labels]
+    lines = (TINY_DATA / "test.jsonl").read_text().splitlines()
+    summaries = [json.loads(line)["summary"] for line in lines]
+    assert held_out_data(config, tokenizer, "test", None).eval_references == tuple(summaries)
+    sample = held_out_data(config, tokenizer, "test", 7).eval_references
+    assert len(sample) == 7 and set(sample) <= set(summaries)
+
+
+def test_data_without_the_test_split_is_exported_and_says_so(sweep, tmp_path):
+    code, out, err = export(
+        sweep, "--set", "name=tiny-alone", "--out", str(tmp_path / "m"), "--test-split", "nope"
+    )
+    assert code == 0, err + out
+    missing = "split 'nope' not found (available: test, train, validation)"
+    assert [line for line in out.splitlines() if "not found" in line] == [
+        f"  nope: not scored, {missing}"
+    ]
+    rows = report_rows(out)
+    assert rows["ROUGE-L"][2] == "nope" and rows["fp32"][2] == rows["int8"][2] == "-"
+    assert (
+        f"Not scored on a held-out split: {missing}." in (tmp_path / "m" / "README.md").read_text()
+    )
+    version = MlflowClient(default_uri(sweep["store"])).get_model_version(
+        "tiny-alone-summarizer", "1"
+    )
+    assert version.tags["test_split"] == f"not scored: {missing}"
+    assert "test_rougeL" not in version.tags
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_test_examples_must_be_a_positive_count(value, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["export", "--test-examples", value])
+    assert caught.value.code == cli.BAD_INPUT
+    assert "--test-examples" in capsys.readouterr().err
 
 
 def test_pipeline_loads_and_summarizes_offline(exported, tmp_path):

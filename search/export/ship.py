@@ -2,8 +2,12 @@
 
 `export_trial` builds the directory in a hidden sibling (`staging`), writes the fp32 model
 (`model_dir`), reloads and re-scores it on the sweep's evaluation data, adds and re-scores the
-int8 variant (`int8`), writes the model card (`card`), renames the directory into place only
-when every check passed, and registers it in MLflow as a model version. Nothing is trained.
+int8 variant (`int8`), scores both on the held-out test split when the data has one, writes the
+model card (`card`), renames the directory into place only when every check passed, and
+registers it in MLflow as a model version. Nothing is trained.
+
+The evaluation split is where the sweep chose the trial, so its scores flatter the model a
+little; the test split, which no trial saw, is the estimate to quote.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from search.export.staging import check_target, staging
 from search.front import front_rows
 
 DEFAULT_ALIAS = "best-tradeoff"
+DEFAULT_TEST_SPLIT = "test"
 ROUGE_TOLERANCE = 0.5  # points of ROUGE-L between the re-scored fp32 model and the trial
 
 
@@ -41,6 +46,20 @@ class SweepInfo:
 
 
 @dataclass(frozen=True)
+class HeldOutScores:
+    """The exported model scored on a split the sweep never looked at, or why it was not."""
+
+    split: str
+    fp32: dict[str, float] | None = None  # as ExportResult.fp32, on the held-out split
+    int8: dict[str, float] | None = None
+    missing: str = ""  # why nothing was scored, e.g. "split 'test' not found (available: ...)"
+
+    @property
+    def scored(self) -> bool:
+        return self.fp32 is not None
+
+
+@dataclass(frozen=True)
 class ExportResult:
     """What an export wrote and measured."""
 
@@ -49,7 +68,8 @@ class ExportResult:
     pick: Pick
     front: list[dict[str, Any]]
     fp32: dict[str, float]  # re-scored ROUGE, latency_ms, eval_loss, params, size_mb, examples
-    int8: dict[str, float]
+    int8: dict[str, float]  # fp32 and int8: on the sweep's evaluation split
+    test: HeldOutScores
     threads: int
     model_name: str = ""
     version: str = ""
@@ -92,6 +112,8 @@ def export_trial(
     force: bool = False,
     register_name: str | None = None,
     alias: str = DEFAULT_ALIAS,
+    test_split: str = DEFAULT_TEST_SPLIT,
+    test_examples: int | None = None,
     progress: bool = True,
 ) -> ExportResult:
     """Write, prove and register the picked trial's model.
@@ -106,6 +128,9 @@ def export_trial(
         force: Replace `out` if it exists.
         register_name: The registered model's name; default `<experiment>-summarizer`.
         alias: The alias pointed at the new model version.
+        test_split: The held-out split to score fp32 and int8 on; a dataset without it is
+            said so (`HeldOutScores.missing`), not an error.
+        test_examples: Score a seeded sample of this many test pairs; default all.
         progress: Print what is being done.
 
     Returns:
@@ -127,8 +152,10 @@ def export_trial(
     torch.set_num_threads(threads)
     objectives = [(o.metric, o.mode) for o in config.objectives]
     with staging(out, force) as tmp:
-        fp32, int8 = build(config, pick, checkpoint, tmp, progress)
-        result = ExportResult(out, info, pick, front_rows(rows, objectives), fp32, int8, threads)
+        held_out = (test_split, test_examples)
+        fp32, int8, test = build(config, pick, checkpoint, tmp, held_out, progress)
+        front = front_rows(rows, objectives)
+        result = ExportResult(out, info, pick, front, fp32, int8, test, threads)
         (tmp / "README.md").write_text(model_card(result, config))
     echo(progress, f"registering {out} in MLflow")
     name = register_name or f"{config.name}-summarizer"
@@ -158,17 +185,27 @@ def _has_weights(row: Mapping[str, Any]) -> bool:
 
 
 def build(
-    config: SweepConfig, pick: Pick, checkpoint: Path, directory: Path, progress: bool
-) -> tuple[dict[str, float], dict[str, float]]:
+    config: SweepConfig,
+    pick: Pick,
+    checkpoint: Path,
+    directory: Path,
+    held_out: tuple[str, int | None],
+    progress: bool,
+) -> tuple[dict[str, float], dict[str, float], HeldOutScores]:
     """Write the fp32 and int8 models into `directory`, reload both and score them.
 
+    Args:
+        held_out: The test split's name and how many of its pairs to score (None: all).
+
     Returns:
-        The fp32 and int8 scores: ROUGE, latency_ms, eval_loss, params, size_mb, examples.
+        The fp32 and int8 scores on the evaluation split (ROUGE, latency_ms, eval_loss,
+        params, size_mb, examples), and both on the test split.
 
     Raises:
         ExportError: The written model cannot generate, or its fp32 ROUGE-L is more than
             `ROUGE_TOLERANCE` points from what the sweep recorded for the trial.
     """
+    from trainables.data import DataError
     from trainables.shrink import count_parameters
     from trainables.trial import load_base, size_on_disk_mb
 
@@ -187,7 +224,17 @@ def build(
     check_generates(int8_model, tokenizer)
     int8_mb = (directory / INT8_DIR / INT8_WEIGHTS).stat().st_size / 1e6
     int8 = _score(int8_model, tokenizer, data, config.decoding, params, int8_mb)
-    return fp32, int8
+    split, examples = held_out
+    try:
+        test = held_out_data(config, tokenizer, split, examples)
+    except DataError as err:  # not an error of the export: the report and the card say so
+        return fp32, int8, HeldOutScores(split, missing=str(err))
+    pairs = f"{len(test.eval_references):,} pairs of the {split!r} split (held out)"
+    echo(progress, f"scoring fp32 on {pairs}")
+    fp32_test = _score(model, tokenizer, test, config.decoding, params, fp32["size_mb"])
+    echo(progress, f"scoring int8 on {pairs}")
+    int8_test = _score(int8_model, tokenizer, test, config.decoding, params, int8_mb)
+    return fp32, int8, HeldOutScores(split, fp32_test, int8_test)
 
 
 def _score(
@@ -219,6 +266,34 @@ def eval_data(config: SweepConfig, tokenizer: Any) -> Any:
     return tokenize_splits(load_splits(config.data), tokenizer, config.data)
 
 
+def held_out_data(config: SweepConfig, tokenizer: Any, split: str, examples: int | None) -> Any:
+    """A held-out split as evaluation data, tokenized like the sweep's.
+
+    Args:
+        config: The sweep's configuration: where the data is, how sources are built.
+        split: The held-out split, e.g. "test".
+        examples: A seeded sample of this many pairs (as `max_eval_examples`); None: all.
+
+    Returns:
+        `TokenizedData` whose evaluation split is `split`.
+
+    Raises:
+        DataError: The data has no such split, or it cannot be used.
+    """
+    from trainables.data import load_splits, tokenize_splits
+
+    # load_splits always loads a training split too; naming the held-out split there, cut to
+    # one row, keeps a large training split from being read and tokenized for nothing.
+    data = replace(
+        config.data,
+        train_split=split,
+        eval_split=split,
+        max_train_examples=1,
+        max_eval_examples=examples,
+    )
+    return tokenize_splits(load_splits(data), tokenizer, data)
+
+
 def register(tracker: Any, result: ExportResult, name: str, alias: str) -> str:
     """Copy the export into the sweep's artifacts and register it as a model version.
 
@@ -238,10 +313,33 @@ def register(tracker: Any, result: ExportResult, name: str, alias: str) -> str:
         "rougeL_int8": f"{int8['rougeL']:.2f}",
         "size_mb": f"{fp32['size_mb']:.2f}",
         "size_mb_int8": f"{int8['size_mb']:.2f}",
+        **_test_tags(result.test),
     }
     description = (
         f"Trial {result.pick.trial} of sweep {result.sweep.name}, {result.pick.reason}. "
-        f"ROUGE-L {fp32['rougeL']:.2f} (int8 {int8['rougeL']:.2f}), {fp32['params']:,.0f} "
-        f"parameters, {fp32['size_mb']:.2f} MB (int8 {int8['size_mb']:.2f} MB)."
+        f"ROUGE-L {fp32['rougeL']:.2f} (int8 {int8['rougeL']:.2f}) on the evaluation split"
+        f"{_test_text(result.test)}, {fp32['params']:,.0f} parameters, "
+        f"{fp32['size_mb']:.2f} MB (int8 {int8['size_mb']:.2f} MB)."
     )
     return tracker.register_model(name, source, alias=alias, tags=tags, description=description)
+
+
+def _test_tags(test: HeldOutScores) -> dict[str, str]:
+    """The model version's tags for the held-out scores, beside `rougeL` and `rougeL_int8`."""
+    if not test.scored:
+        return {"test_split": f"not scored: {test.missing}"}
+    return {
+        "test_split": test.split,
+        "test_examples": f"{test.fp32['examples']:.0f}",
+        "test_rougeL": f"{test.fp32['rougeL']:.2f}",
+        "test_rougeL_int8": f"{test.int8['rougeL']:.2f}",
+    }
+
+
+def _test_text(test: HeldOutScores) -> str:
+    if not test.scored:
+        return ""
+    return (
+        f", {test.fp32['rougeL']:.2f} (int8 {test.int8['rougeL']:.2f}) on "
+        f"{test.fp32['examples']:,.0f} pairs of the held-out {test.split!r} split"
+    )
