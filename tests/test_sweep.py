@@ -150,6 +150,32 @@ def test_the_default_sweep_runs_offline_and_shows_the_trade_off(tmp_path):
     assert full[0].info.status == "FINISHED"
     assert full[0].data.metrics["rougeL"] > 25  # the lead baseline scores 23 on test
 
+    # The export scores the knee on the held-out test split too, all 2,662 pairs by default.
+    done = subprocess.run(
+        [sys.executable, "-m", "search.cli", "export"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for model in ("fp32", "int8"):
+        assert f"scoring {model} on 2,662 pairs of the 'test' split (held out)" in done.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    tags = client.get_model_version_by_alias("debian-demo-summarizer", "best-tradeoff").tags
+    assert (tags["test_split"], tags["test_examples"]) == ("test", "2662")
+    rows = [line.split() for line in done.stdout.splitlines()]
+    (start,) = [i for i, row in enumerate(rows) if row[:1] == ["ROUGE-L"]]
+    assert rows[start] == ["ROUGE-L", "validation", "test", "MB", "ms/example"]
+    assert rows[start + 1][:3] == ["fp32", tags["rougeL"], tags["test_rougeL"]]
+    assert rows[start + 2][:3] == ["int8", tags["rougeL_int8"], tags["test_rougeL_int8"]]
+    test, test_int8 = float(tags["test_rougeL"]), float(tags["test_rougeL_int8"])
+    assert abs(test - float(tags["rougeL"])) < 5  # both splits come from one distribution
+    assert abs(test - test_int8) < 3  # int8 keeps ~99% of ROUGE-L (README)
+    card = (tmp_path / "exported").glob("*/README.md")
+    assert "| examples | 200 | 2,662 | 200 | 2,662 |" in next(card).read_text()
+
 
 def test_validate_checks_the_file_the_model_and_the_data(tmp_path, tiny_t5_path, capsys):
     from search import cli
