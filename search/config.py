@@ -22,7 +22,7 @@ import yaml
 
 from search.params import Fixed, Param, number, param_values, parse_param
 from search.yaml_dataclass import Schema, apply_overrides, kind
-from trainables.config import DataConfig, DecodingConfig, TrainConfig
+from trainables.config import TARGETS, DataConfig, DecodingConfig, TrainConfig
 from trainables.layers import STRATEGIES
 
 MODES = ("max", "min")  # an objective is maximized or minimized
@@ -309,6 +309,7 @@ def _check_train(train: TrainSpaceConfig, errors: list[str]) -> None:
         "weight_decay",
         "label_smoothing",
         "distill",
+        "distill_hidden",
     )
     integers = ("max_steps", "batch_size", "gradient_accumulation_steps", "seed", "eval_every")
     for name in positive + non_negative + integers:
@@ -333,6 +334,12 @@ def _check_train(train: TrainSpaceConfig, errors: list[str]) -> None:
             errors.append(f"train.distill: must be at most 1, got {max(values)}")
         elif name != "distill" and max(values) >= 1:
             errors.append(f"train.{name}: must be below 1, got {max(values)}")
+    for target in param_values(train.targets) or []:
+        if target not in TARGETS:
+            errors.append(f"train.targets: unknown targets {target!r} (one of {TARGETS})")
+    flags = param_values(train.distill_hidden_encoder) or []
+    if not all(isinstance(v, bool) for v in flags):
+        errors.append(f"train.distill_hidden_encoder: expected true or false, got {flags}")
     steps, epochs = param_values(train.max_steps), param_values(train.epochs)
     if steps == [0] and epochs == [0.0]:
         errors.append("train: set max_steps or epochs above 0")
@@ -351,7 +358,7 @@ def _check_data(data: DataConfig, errors: list[str]) -> None:
     for name in ("max_source_length", "max_target_length"):
         if getattr(data, name) < 1:
             errors.append(f"data.{name}: must be at least 1")
-    for name in ("max_train_examples", "max_eval_examples"):
+    for name in ("max_train_examples", "max_eval_examples", "pseudo_examples"):
         value = getattr(data, name)
         if value is not None and value < 1:
             errors.append(f"data.{name}: must be at least 1 (or null for all)")

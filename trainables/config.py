@@ -9,6 +9,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 
+TARGETS = ("gold", "pseudo", "both")  # what a student learns from: `TrainConfig.targets`
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -24,8 +26,18 @@ class TrainConfig:
     label_smoothing: float = 0.0
     distill: float = 0.0  # weight of the base model's soft targets in the loss; 0 = plain SFT
     distill_temperature: float = 2.0
+    # weight of the hidden-state loss: student layer i learns the output of the teacher layer
+    # it was copied from (`trainables.losses.hidden_state_loss`); 0 = none
+    distill_hidden: float = 0.0
+    distill_hidden_encoder: bool = False  # also match the encoder's layers (default: decoder)
+    targets: str = "gold"  # train on the gold summaries, the teacher's (pseudo), or both
     seed: int = 0
     eval_every: int = 0  # steps between intermediate evaluations; 0 = only at the end
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the loss needs the teacher's forward pass (its logits or hidden states)."""
+        return self.distill > 0 or self.distill_hidden > 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,9 @@ class DataConfig:
     truncate: bool = True  # False: a source longer than max_source_length is an error
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    # Training sources the base model summarizes for `train.targets` pseudo or both (a seeded
+    # sample of the training split); None: all of them.
+    pseudo_examples: int | None = None
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,19 @@ def _layer_size(layer: nn.Module, spec: ArchSpec) -> ParamCount:
     return ParamCount(total, total - sum(params[i] for i in embedding))
 
 
+def layer_stacks(model: nn.Module) -> dict[str, nn.ModuleList]:
+    """The encoder's and the decoder's list of layers, keyed "encoder" and "decoder".
+
+    Raises:
+        UnsupportedModelError: If the model's family is not in `ARCHITECTURES`.
+    """
+    spec = arch_spec(model.config)
+    return {
+        "encoder": _stack(model, spec.encoder_layers),
+        "decoder": _stack(model, spec.decoder_layers),
+    }
+
+
 def _stack(model: nn.Module, path: str) -> nn.ModuleList:
     try:
         return model.get_submodule(path)

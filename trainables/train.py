@@ -22,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 from trainables.batches import length_batches, make_batch
 from trainables.config import TrainConfig
 from trainables.data import TokenizedData
-from trainables.losses import distillation_loss, seq2seq_loss
+from trainables.losses import LayerMatch, distillation_loss, seq2seq_loss
 from trainables.scoring import synchronize
 
 MAX_GRAD_NORM = 1.0  # Seq2SeqTrainer's default, so both loops train alike
@@ -103,6 +103,7 @@ def fine_tune(
     eval_steps: Collection[int] = (),
     threads: int | None = None,
     teacher: torch.nn.Module | None = None,
+    match: LayerMatch | None = None,
 ) -> TrainStats:
     """Fine-tune `model` in place on the training split.
 
@@ -124,8 +125,9 @@ def fine_tune(
         eval_steps: Steps to evaluate at besides every `eval_every`, e.g. the rungs of an
             early-stopping scheduler.
         threads: CPU threads for torch (`torch.set_num_threads`); ignored on a GPU.
-        teacher: The model whose soft targets `config.distill` weighs in (the unshrunk base
-            model); it is not trained.
+        teacher: The model whose soft targets `config.distill` and whose layer outputs
+            `config.distill_hidden` weigh in (the unshrunk base model); it is not trained.
+        match: The teacher layer each student layer was copied from (for `distill_hidden`).
 
     Returns:
         Steps, examples, throughput and losses of the run.
@@ -133,18 +135,18 @@ def fine_tune(
     Raises:
         NonFiniteLossError: A step's loss is NaN or infinite; raised before that step
             updates the weights.
-        ValueError: `max_steps` and `epochs` are both 0, or `config.distill` is set without
-            a teacher.
+        ValueError: `max_steps` and `epochs` are both 0, or `config.distill` or
+            `config.distill_hidden` is set without a teacher.
     """
     steps = total_steps(config, len(data.train_input_ids))
     if steps < 1:
         raise ValueError("nothing to train: max_steps and epochs are both 0")
-    if config.distill > 0 and teacher is None:
-        raise ValueError("train.distill is set but no teacher was given")
+    if config.uses_teacher and teacher is None:
+        raise ValueError("train.distill or train.distill_hidden is set but no teacher was given")
     accelerator = _accelerator(threads)
     torch.manual_seed(config.seed)
     model = accelerator.prepare(model)
-    if config.distill > 0:
+    if config.uses_teacher:
         teacher = accelerator.prepare_model(teacher, evaluation_mode=True).eval()
     optimizer = _optimizer(model, config, accelerator.device)
     warmup = math.ceil(config.warmup_ratio * steps)
@@ -159,7 +161,7 @@ def fine_tune(
     for step in range(1, steps + 1):
         indices = [next(batches) for _ in range(config.gradient_accumulation_steps)]
         loss = _accumulate_gradients(
-            model, data, indices, config, pad_token_id, accelerator, teacher
+            model, data, indices, config, pad_token_id, accelerator, (teacher, match)
         )
         if not math.isfinite(loss):
             raise NonFiniteLossError(step, loss)
@@ -202,7 +204,7 @@ def _accumulate_gradients(
     config: TrainConfig,
     pad_token_id: int,
     accelerator: Any,
-    teacher: torch.nn.Module | None,
+    teacher: tuple[torch.nn.Module | None, LayerMatch | None],
 ) -> float:
     """Backpropagate one optimizer step's micro-batches; return their mean loss.
 
@@ -216,8 +218,8 @@ def _accumulate_gradients(
             pad_token_id,
             accelerator.device,
         )
-        if config.distill > 0:
-            loss = distillation_loss(model, teacher, batch, config)
+        if config.uses_teacher:
+            loss = distillation_loss(model, teacher[0], batch, config, teacher[1])
         else:
             loss = seq2seq_loss(model, batch, config.label_smoothing)
         accelerator.backward(loss / len(micro_batches))

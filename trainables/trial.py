@@ -171,6 +171,7 @@ def run_trial(
     """
     started = time.perf_counter()
     startup_seconds = math.nan  # set when the first optimizer step is done
+    from trainables.losses import LayerMatch
     from trainables.scoring import evaluate_model
     from trainables.train import fine_tune
 
@@ -192,7 +193,7 @@ def run_trial(
 
     stats = fine_tune(
         student,
-        data,
+        data.with_targets(config.train.targets),
         config.train,
         pad_token_id=tokenizer.pad_token_id,
         on_step=on_step,
@@ -200,6 +201,7 @@ def run_trial(
         eval_steps=config.rungs.steps,
         threads=threads,
         teacher=teacher,
+        match=LayerMatch(config.encoder_layers, config.decoder_layers),
     )
     del teacher
     metrics = evaluate_model(student, tokenizer, data, decoding)
@@ -235,13 +237,13 @@ def evaluation_inputs(
 
 def shrunk_student(config: TrialConfig, base: PackedModel) -> tuple[Any, Any, Any, dict]:
     """The student (the base model cut to the kept layers), its tokenizer, the teacher (a
-    copy of the base model, kept only when the loss distills from it) and the student's
+    copy of the base model, kept only when the loss learns from it) and the student's
     parameter counts."""
     from trainables.shrink import count_parameters, shrink
 
     with tempfile.TemporaryDirectory() as tmp:
         parent, tokenizer = load_base(str(base.unpack(Path(tmp))))
-    teacher = copy.deepcopy(parent) if config.train.distill > 0 else None
+    teacher = copy.deepcopy(parent) if config.train.uses_teacher else None
     student = shrink(parent, config.encoder_layers, config.decoder_layers)
     counts = count_parameters(student)
     sizes = {"params": float(counts.total), "params_non_embedding": float(counts.non_embedding)}
