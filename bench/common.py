@@ -10,6 +10,7 @@ from typing import Any
 
 from search.config import SweepConfig, load_config
 from search.params import param_values
+from search.paths import SweepPaths
 from search.preflight import Prepared, prepare
 from search.space import plan
 from search.tracking import Tracker
@@ -58,10 +59,13 @@ def run_plain(config: SweepConfig, prepared: Prepared, trial: TrialConfig) -> Tr
 
 
 def prepare_default(space: Path = DEFAULT_SPACE, overrides: list[str] = ()) -> tuple:
-    """Load `space` and prepare its model and data once; returns (config, prepared, seconds)."""
+    """Load `space` and prepare its model and data once (pseudo-labels, if a trial may use them,
+    come from the repo's local store, as the default sweep's do); returns (config, prepared,
+    seconds)."""
     start = time.perf_counter()
     config = load_config(space, list(overrides))
-    return config, prepare(config), time.perf_counter() - start
+    cache = SweepPaths(REPO / "mlflow").pseudo_labels
+    return config, prepare(config, None, cache, progress=True), time.perf_counter() - start
 
 
 def latest_sweep(tracker: Tracker) -> tuple[Any, list[tuple[dict[str, Any], Any]]]:

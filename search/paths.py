@@ -25,6 +25,11 @@ class SweepPaths:
     def artifacts(self) -> Path:
         return self.store.resolve() / "artifacts"
 
+    @property
+    def pseudo_labels(self) -> Path:
+        """The base model's pseudo-labels, one file per model, data and decoding."""
+        return self.store.resolve() / "pseudo-labels"
+
     def weights(self, sweep: str) -> Path:
         """Where the driver keeps the trials' weights, one model directory per trial."""
         return self.ray / sweep / "weights"

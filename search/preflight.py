@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import ConfigError, SweepConfig
+from search.console import echo
 from search.params import param_values
 from trainables.data import (
     TokenizedData,
@@ -46,6 +47,7 @@ TOKENIZER_FILES = (
     "vocab.txt",
 )
 RAY_CONNECT_SECONDS = 5.0
+PROGRESS_SECONDS = 10.0  # between progress lines of pseudo-labeling
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,38 @@ class Prepared:
     parent_size: ParamCount | None = None  # with parent_params' non-embedding part
     layer_sizes: LayerSizes | None = None  # what each layer takes with it: student sizes
     seconds: float = 0.0  # what `prepare` took: model load, tokenizing (and checks it ran)
+
+
+def needs_pseudo_labels(config: SweepConfig) -> bool:
+    """Whether any trial of the sweep may train on the base model's pseudo-labels."""
+    return bool({"pseudo", "both"} & set(param_values(config.train.targets) or []))
+
+
+def _pseudo_labeled(
+    data: TokenizedData,
+    config: SweepConfig,
+    model: Any,
+    tokenizer: Any,
+    base: PackedModel,
+    cache: Path | None,
+    progress: bool,
+) -> TokenizedData:
+    from trainables.pseudo import add_pseudo_labels
+
+    last_report = [0.0]
+
+    def report(done: int, total: int, seconds: float) -> None:
+        if done == total or seconds - last_report[0] >= PROGRESS_SECONDS:
+            last_report[0] = seconds
+            left = seconds / done * (total - done)
+            echo(progress, f"pseudo-labels: {done:,}/{total:,} sources, {left:.0f} s to go")
+
+    labeled, cached = add_pseudo_labels(
+        data, model, tokenizer, base.files, config.data, config.decoding, cache, report
+    )
+    where = f"from {cache}" if cached else "generated"
+    echo(progress, f"pseudo-labels: {len(labeled.pseudo_sources):,} sources, {where}")
+    return labeled
 
 
 def check_inputs(config: SweepConfig) -> tuple[Any, Any]:
@@ -204,9 +238,15 @@ def check_ray_address(address: str) -> None:
         ) from None
 
 
-def prepare(config: SweepConfig, inputs: tuple[Any, Any] | None = None) -> Prepared:
+def prepare(
+    config: SweepConfig,
+    inputs: tuple[Any, Any] | None = None,
+    pseudo_label_cache: Path | None = None,
+    progress: bool = False,
+) -> Prepared:
     """Check inputs (unless `inputs` is what `check_inputs` returned), then load the base
-    model once and tokenize the data once.
+    model once and tokenize the data once, with the base model's pseudo-labels when a trial
+    may train on them (`train.targets`), read from `pseudo_label_cache` if made before.
 
     Raises:
         ConfigError, DataError, ModelError: bad input (see `check_inputs`), or a model that
@@ -221,6 +261,8 @@ def prepare(config: SweepConfig, inputs: tuple[Any, Any] | None = None) -> Prepa
         raise ModelError(f"model {config.model!r} cannot be loaded: {first_line}") from None
     data = tokenize_splits(splits, tokenizer, config.data)
     check_token_ids(config.model, data, model_config)
+    if needs_pseudo_labels(config):
+        data = _pseudo_labeled(data, config, model, tokenizer, base, pseudo_label_cache, progress)
     size = count_parameters(model)
     return Prepared(
         base=base,

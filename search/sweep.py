@@ -101,7 +101,7 @@ def run_sweep(
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
     check_study_storage(paths.optuna_url)
-    prepared, ray_seconds = _prepare_and_start_ray(config, address)
+    prepared, ray_seconds = _prepare_and_start_ray(config, address, paths, progress)
     sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tracker = Tracker(uri, config.name, paths.artifacts)
     tags = {"base_model": config.model, "optuna_storage": shown_url(paths.optuna_url)}
@@ -141,7 +141,7 @@ def resume_sweep(
     if not (paths.ray / name / "tuner.pkl").is_file():
         raise ConfigError([f"sweep {name}: no Ray Tune state under {paths.ray / name}"])
     config = config_from_dict(yaml.safe_load(tracker.read_text(run.info.run_id, SPACE_FILE)))
-    prepared, ray_seconds = _prepare_and_start_ray(config, address)
+    prepared, ray_seconds = _prepare_and_start_ray(config, address, paths, progress)
     tracker.resume_sweep(run.info.run_id)
     # Runs the crash left running were cut off. Tune reruns the trials its saved state knows,
     # each into its old run; one proposed after the last save is never run and stays stopped.
@@ -154,7 +154,9 @@ def resume_sweep(
     )
 
 
-def _prepare_and_start_ray(config: SweepConfig, address: str | None) -> tuple[Prepared, float]:
+def _prepare_and_start_ray(
+    config: SweepConfig, address: str | None, paths: SweepPaths, progress: bool
+) -> tuple[Prepared, float]:
     """Check the inputs, then load the model and tokenize the data while Ray starts.
 
     Neither needs the other and each takes seconds, so the sweep's first trial starts sooner.
@@ -172,7 +174,7 @@ def _prepare_and_start_ray(config: SweepConfig, address: str | None) -> tuple[Pr
         check_resources(config)  # a local Ray waits forever for a trial it cannot place
     inputs = check_inputs(config)
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
-        preparing = pool.submit(prepare, config, inputs)
+        preparing = pool.submit(prepare, config, inputs, paths.pseudo_labels, progress)
         started = 0.0
         try:
             if not ray.is_initialized():

@@ -249,6 +249,19 @@ class TokenRows(Sequence[np.ndarray]):
         n = min(n, len(self))
         return TokenRows(self.values[: self.offsets[n]], self.offsets[: n + 1])
 
+    def take(self, indices: Sequence[int]) -> TokenRows:
+        """The rows at `indices`, in that order."""
+        rows = [self[int(i)] for i in indices]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in rows], out=offsets[1:])
+        values = np.concatenate(rows) if rows else self.values[:0]
+        return TokenRows(values.astype(np.int32, copy=False), offsets)
+
+    def __add__(self, other: TokenRows) -> TokenRows:
+        """These rows, then `other`'s."""
+        offsets = np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]])
+        return TokenRows(np.concatenate([self.values, other.values]), offsets)
+
     def __getitem__(self, index: int) -> np.ndarray:
         if not isinstance(index, (int, np.integer)):
             raise TypeError(f"TokenRows index must be an integer, got {type(index).__name__}")
@@ -273,6 +286,32 @@ class TokenizedData:
     eval_labels: TokenRows
     eval_references: tuple[str, ...]  # the eval summaries as text, for ROUGE
     truncated_sources: int = 0  # sources cut to max_source_length, both splits together
+    # The base model's own summaries (`trainables.pseudo`) of the training sources at
+    # `pseudo_sources` (indices into the training split), for `train.targets` pseudo or both.
+    pseudo_sources: np.ndarray | None = None
+    pseudo_labels: TokenRows | None = None
+
+    def with_targets(self, targets: str) -> TokenizedData:
+        """The data a student trains on for `train.targets`: the gold pairs, the pseudo-labeled
+        pairs, or both (the gold pairs, then the pseudo-labeled ones).
+
+        Raises:
+            ValueError: `targets` needs pseudo-labels and the data has none.
+        """
+        if targets == "gold":
+            return self
+        if self.pseudo_labels is None or self.pseudo_sources is None:
+            raise ValueError(f"train.targets is {targets!r} but the data has no pseudo-labels")
+        sources = self.train_input_ids.take(self.pseudo_sources)
+        if targets == "pseudo":
+            return dataclasses.replace(
+                self, train_input_ids=sources, train_labels=self.pseudo_labels
+            )
+        return dataclasses.replace(
+            self,
+            train_input_ids=self.train_input_ids + sources,
+            train_labels=self.train_labels + self.pseudo_labels,
+        )
 
     def eval_head(self, n: int) -> TokenizedData:
         """The same data with only the first `n` evaluation pairs: a cheaper evaluation (the
@@ -313,9 +352,9 @@ def tokenize_splits(
     eval_summaries = _column_text(splits["eval"], data.summary_column, "eval")
     return TokenizedData(
         train_input_ids=train_ids,
-        train_labels=_tokenize_targets(train_summaries, tokenizer, data),
+        train_labels=tokenize_targets(train_summaries, tokenizer, data),
         eval_input_ids=eval_ids,
-        eval_labels=_tokenize_targets(eval_summaries, tokenizer, data),
+        eval_labels=tokenize_targets(eval_summaries, tokenizer, data),
         eval_references=tuple(eval_summaries),
         truncated_sources=train_cut + eval_cut,
     )
@@ -420,7 +459,8 @@ def _cut_to_limit(
         rows[i] = row
 
 
-def _tokenize_targets(summaries: list[str], tokenizer: Any, data: DataConfig) -> TokenRows:
+def tokenize_targets(summaries: list[str], tokenizer: Any, data: DataConfig) -> TokenRows:
+    """Summaries as labels: tokenized as targets, cut to `max_target_length` tokens."""
     ids = tokenizer(
         text_target=summaries,
         truncation=True,

@@ -1,0 +1,117 @@
+"""Pseudo-labels: made once from the base model, cached by what they depend on, and what a
+trial with `train.targets: pseudo` trains on (the tiny T5 of tests/tiny.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tiny import tiny_space
+
+import trainables.train
+from search.config import config_from_dict
+from search.preflight import prepare
+from trainables.config import DecodingConfig, TrainConfig, TrialConfig
+from trainables.data import TokenRows
+from trainables.pseudo import generate_texts, pseudo_sources
+from trainables.trial import load_base, run_trial
+
+PSEUDO_EXAMPLES = 10
+
+
+def pseudo_config(model, **decoding):
+    space = tiny_space(model, decoding={"max_new_tokens": 8, **decoding})
+    space["data"]["pseudo_examples"] = PSEUDO_EXAMPLES
+    space["train"]["targets"] = ["gold", "pseudo"]
+    return config_from_dict(space)
+
+
+@pytest.fixture(scope="module")
+def labeled(tiny_t5_path, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("pseudo-labels")
+    prepared = prepare(pseudo_config(tiny_t5_path), pseudo_label_cache=cache)
+    return prepared, cache
+
+
+def test_the_labels_are_the_base_models_summaries_of_a_sample_of_sources(tiny_t5_path, labeled):
+    prepared, _ = labeled
+    data = prepared.data
+    assert len(data.pseudo_sources) == len(data.pseudo_labels) == PSEUDO_EXAMPLES
+    assert list(data.pseudo_sources) == sorted(set(data.pseudo_sources))
+    assert data.pseudo_sources.max() < len(data.train_input_ids)
+    model, tokenizer = load_base(str(tiny_t5_path))
+    sources = [data.train_input_ids[i] for i in data.pseudo_sources]
+    texts = generate_texts(model, tokenizer, sources, DecodingConfig(max_new_tokens=8))
+    expected = tokenizer(text_target=texts, truncation=True, max_length=16)["input_ids"]
+    assert [list(row) for row in data.pseudo_labels] == expected
+    gold = [list(data.train_labels[i]) for i in data.pseudo_sources]
+    assert [list(row) for row in data.pseudo_labels] != gold
+
+
+def test_a_second_sweep_reuses_them_and_a_new_decoding_makes_new_ones(tiny_t5_path, labeled):
+    prepared, cache = labeled
+    (first,) = cache.iterdir()
+    made = first.stat().st_mtime_ns
+    again = prepare(pseudo_config(tiny_t5_path), pseudo_label_cache=cache)
+    assert [p.name for p in cache.iterdir()] == [first.name]
+    assert first.stat().st_mtime_ns == made
+    assert np.array_equal(again.data.pseudo_labels.values, prepared.data.pseudo_labels.values)
+
+    beams = prepare(pseudo_config(tiny_t5_path, num_beams=2), pseudo_label_cache=cache)
+    assert len(list(cache.iterdir())) == 2
+    assert len(beams.data.pseudo_labels) == PSEUDO_EXAMPLES
+
+
+def test_a_sweep_of_gold_targets_makes_none(tiny_t5_path, tmp_path):
+    config = config_from_dict(tiny_space(tiny_t5_path))
+    assert prepare(config, pseudo_label_cache=tmp_path / "cache").data.pseudo_labels is None
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(("targets", "gold_pairs"), [("pseudo", 0), ("both", 1)])
+def test_a_trial_trains_on_the_targets_it_is_told(
+    labeled, tmp_path, monkeypatch, targets, gold_pairs
+):
+    prepared, _ = labeled
+    seen = []
+
+    def fine_tune(model, data, config, **kwargs):
+        seen.append(data)
+        return real_fine_tune(model, data, config, **kwargs)
+
+    real_fine_tune = trainables.train.fine_tune
+    monkeypatch.setattr(trainables.train, "fine_tune", fine_tune)
+    config = TrialConfig("sft", (0, 3), (0,), TrainConfig(max_steps=2, targets=targets))
+    run_trial(config, prepared.base, prepared.data, DecodingConfig(max_new_tokens=4),
+              save_dir=tmp_path / "model", threads=1)  # fmt: skip
+    (data,) = seen
+    gold = prepared.data
+    pseudo_pairs = list(zip(data.train_input_ids, data.train_labels, strict=True))[-10:]
+    assert len(data.train_labels) == gold_pairs * len(gold.train_labels) + PSEUDO_EXAMPLES
+    for (source, label), i, pseudo in zip(
+        pseudo_pairs, gold.pseudo_sources, gold.pseudo_labels, strict=True
+    ):
+        assert np.array_equal(source, gold.train_input_ids[i])
+        assert np.array_equal(label, pseudo)
+
+
+def test_pseudo_targets_without_pseudo_labels_is_an_error(labeled):
+    data = labeled[0].data
+    gold_only = type(data)(
+        data.train_input_ids, data.train_labels, data.eval_input_ids, data.eval_labels, ()
+    )
+    with pytest.raises(ValueError, match="no pseudo-labels"):
+        gold_only.with_targets("pseudo")
+
+
+def test_sources_are_all_or_a_seeded_sample():
+    assert list(pseudo_sources(5, None)) == [0, 1, 2, 3, 4]
+    assert list(pseudo_sources(5, 9)) == [0, 1, 2, 3, 4]
+    sample = pseudo_sources(1000, 20)
+    assert len(set(sample)) == 20
+    assert np.array_equal(sample, pseudo_sources(1000, 20))
+
+
+def test_token_rows_take_and_add():
+    rows = TokenRows.from_lists([[1, 2], [3], [4, 5, 6]])
+    assert [list(r) for r in rows.take([2, 0])] == [[4, 5, 6], [1, 2]]
+    assert [list(r) for r in rows.take([1]) + rows] == [[3], [1, 2], [3], [4, 5, 6]]
