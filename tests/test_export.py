@@ -43,6 +43,7 @@ from search.pareto import knee
 from search.preflight import prepare
 from search.space import plan
 from search.tracking import Tracker, default_uri
+from trainables.scoring import evaluate_model
 from trainables.shrink import size_cache_by_decoder
 from trainables.trial import run_trial, size_on_disk_mb
 
@@ -367,6 +368,24 @@ def test_test_split_scores_are_printed_recorded_and_in_the_card(exported, sweep)
     scores = [tags[k] for k in ("rougeL", "test_rougeL", "rougeL_int8", "test_rougeL_int8")]
     assert f"| ROUGE-L | {' | '.join(scores)} |" in card
     assert f"{TEST_EXAMPLES} examples of the `test` split" in card
+
+
+def test_test_scores_are_those_of_the_shipped_fp32_and_int8_models(exported, sweep):
+    # Scored again here from the directory: fp32 must not be scored after quantizing (which
+    # works in place), nor int8 on fp32 weights.
+    config = load_config(sweep["space"])
+    directory = exported["dir"]
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    test = held_out_data(config, tokenizer, "test", TEST_EXAMPLES)
+    fp32 = AutoModelForSeq2SeqLM.from_pretrained(directory)
+    tags = (
+        MlflowClient(default_uri(sweep["store"]))
+        .get_model_version_by_alias("tiny-summarizer", "best-tradeoff")
+        .tags
+    )
+    for model, key in ((fp32, "test_rougeL"), (load_int8(directory), "test_rougeL_int8")):
+        scores = evaluate_model(model, tokenizer, test, config.decoding)
+        assert f"{scores['rougeL']:.2f}" == tags[key], key
 
 
 def test_held_out_data_is_tokenized_as_the_evaluation_data(sweep):

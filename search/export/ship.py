@@ -205,7 +205,6 @@ def build(
         ExportError: The written model cannot generate, or its fp32 ROUGE-L is more than
             `ROUGE_TOLERANCE` points from what the sweep recorded for the trial.
     """
-    from trainables.data import DataError
     from trainables.shrink import count_parameters
     from trainables.trial import load_base, size_on_disk_mb
 
@@ -218,23 +217,37 @@ def build(
     params = float(count_parameters(model).total)
     fp32 = _score(model, tokenizer, data, config.decoding, params, size_on_disk_mb(directory))
     check_rescore(fp32["rougeL"], float(pick.row["rougeL"]), pick.trial)
+    split, examples = held_out
+    test, missing = _held_out_or_why_not(config, tokenizer, split, examples)
+    pairs = f"{len(test.eval_references):,} pairs of the {split!r} split (held out)" if test else ""
+    if test:
+        echo(progress, f"scoring fp32 on {pairs}")
+        fp32_test = _score(model, tokenizer, test, config.decoding, params, fp32["size_mb"])
     echo(progress, "quantizing to int8 and re-scoring")
+    # quantize_int8 turns `model` itself into int8: every fp32 score is taken before this.
     save_int8(quantize_int8(model), directory / INT8_DIR)
     int8_model = load_int8(directory)
     check_generates(int8_model, tokenizer)
     int8_mb = (directory / INT8_DIR / INT8_WEIGHTS).stat().st_size / 1e6
     int8 = _score(int8_model, tokenizer, data, config.decoding, params, int8_mb)
-    split, examples = held_out
-    try:
-        test = held_out_data(config, tokenizer, split, examples)
-    except DataError as err:  # not an error of the export: the report and the card say so
-        return fp32, int8, HeldOutScores(split, missing=str(err))
-    pairs = f"{len(test.eval_references):,} pairs of the {split!r} split (held out)"
-    echo(progress, f"scoring fp32 on {pairs}")
-    fp32_test = _score(model, tokenizer, test, config.decoding, params, fp32["size_mb"])
+    if not test:
+        return fp32, int8, HeldOutScores(split, missing=missing)
     echo(progress, f"scoring int8 on {pairs}")
     int8_test = _score(int8_model, tokenizer, test, config.decoding, params, int8_mb)
     return fp32, int8, HeldOutScores(split, fp32_test, int8_test)
+
+
+def _held_out_or_why_not(
+    config: SweepConfig, tokenizer: Any, split: str, examples: int | None
+) -> tuple[Any, str]:
+    """The held-out data and "", or None and why there is none (e.g. no such split): not an
+    error of the export, which the report and the card say."""
+    from trainables.data import DataError
+
+    try:
+        return held_out_data(config, tokenizer, split, examples), ""
+    except DataError as err:
+        return None, str(err)
 
 
 def _score(
