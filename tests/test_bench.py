@@ -8,8 +8,10 @@ import csv
 from dataclasses import replace
 
 import pytest
+import torch
 
 from bench.common import append_row, fixed_train_values, read_rows
+from bench.int8 import agreement, turn_order
 from bench.overhead import parse_students, report, schedule
 from bench.search import compare, load_table, search_hypervolume
 from search.config import config_from_dict
@@ -99,3 +101,14 @@ def test_students_are_read_as_layer_pairs():
     assert parse_students("6+6, 4+3") == [(6, 6), (4, 3)]
     with pytest.raises(argparse.ArgumentTypeError, match="'6-3' is not ENCODER"):
         parse_students("6-3")
+
+
+def test_int8_paths_take_turns_and_agreement_counts_positions():
+    names = ["fp32", "dynamic", "ao w8a8", "ao w8"]
+    orders = [turn_order(names, turn) for turn in range(len(names))]
+    assert [order[0] for order in orders] == names  # over 4 sources each path goes first once
+    assert all(sorted(order) == sorted(names) for order in orders)
+    reference = [torch.tensor([[0, 5, 6, 7]]), torch.tensor([[0, 8, 9]])]
+    outputs = [torch.tensor([[0, 5, 1, 7]]), torch.tensor([[0, 8, 9]])]
+    assert agreement(reference, outputs) == 6 / 7
+    assert agreement(reference, reference) == 1.0
