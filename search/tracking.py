@@ -128,14 +128,13 @@ def shown_url(url: str) -> str:
 
 
 def _check_writable(directory: Path, what: str) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as err:
-        blocker = next((p for p in (directory, *directory.parents) if p.exists()), directory)
-        reason = f"{blocker} is a file" if not blocker.is_dir() else err.strerror
-        raise TrackingError(f"{what}: {directory} is not writable ({reason})") from None
+    """Raise TrackingError unless `directory` exists writable or could be made; creates nothing,
+    so a command refused for other bad input leaves no empty store behind."""
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    if not existing.is_dir():
+        raise TrackingError(f"{what}: {directory} is not writable ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrackingError(f"{what}: {directory} is not writable (Permission denied)")
 
 
 def store_lock(url: str) -> Any:
@@ -145,7 +144,9 @@ def store_lock(url: str) -> Any:
 
     if not url.startswith("sqlite:///"):
         return contextlib.nullcontext()
-    return FileLock(url.removeprefix("sqlite:///") + ".lock", timeout=120)
+    database = Path(url.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)  # the store is made on first use only
+    return FileLock(f"{database}.lock", timeout=120)
 
 
 class Tracker:
