@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from search.config import METRICS, SweepConfig
 from search.constraints import feasible
-from search.pareto import front_table, hypervolume
+from search.pareto import front_table, hypervolume, knee
 
 if TYPE_CHECKING:
     from search.tracking import Tracker
@@ -117,7 +117,7 @@ def update_front(
     modes = [mode for _, mode in objectives]
     hv = hypervolume(values, modes, reference_point(config, parent_params))
     tracker.log_sweep_metrics({"hypervolume": hv, "front_size": len(front)}, step=len(rows))
-    _log_front_artifacts(tracker, config, rows)
+    _log_front_artifacts(tracker, config, rows, hv)
     if config.keep_weights == "pareto":
         drop_dominated_weights(rows)
     return rows, hv
@@ -150,14 +150,30 @@ def drop_dominated_weights(rows: Sequence[Mapping[str, Any]]) -> None:
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def _log_front_artifacts(tracker: Tracker, config: SweepConfig, rows: list[dict[str, Any]]) -> None:
+def plot_title(sweep: str, config: SweepConfig, counts: Mapping[str, int], hv: float) -> str:
+    """The plot's title: the sweep, its objectives, its trials by outcome and the hypervolume."""
+    objectives = " vs ".join(f"{o.metric} ({o.mode})" for o in config.objectives)
+    outcomes = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n)
+    return f"{sweep}: {objectives}<br><sup>{outcomes}; hypervolume {hv:.4g}</sup>"
+
+
+def _log_front_artifacts(
+    tracker: Tracker, config: SweepConfig, rows: list[dict[str, Any]], hv: float
+) -> None:
     from search.plot import pareto_figure, write_pareto_html
 
-    x, y = config.objectives[-1], config.objectives[0]
+    y, x = config.objectives[0], config.objectives[1]
+    third = config.objectives[2].metric if len(config.objectives) > 2 else None
+    objectives = objective_pairs(config)
+    knee_row = knee([[row[m] for m, _ in objectives] for row in rows], [m for _, m in objectives])
+    counts = {"finished": len(rows), "on the front": sum(row["on_front"] for row in rows)}
+    counts |= {o: len(tracker.trial_rows(o)) for o in ("stopped", "failed", "infeasible")}
+    title = plot_title(tracker.run_info(tracker.sweep_run_id).run_name, config, counts, hv)
     with tempfile.TemporaryDirectory() as tmp:
         table = write_front_csv(rows, Path(tmp) / "pareto.csv")
-        title = str(tracker.sweep_run_id)
-        fig = pareto_figure(plot_rows(rows), x.metric, y.metric, x.mode, y.mode, title)
+        fig = pareto_figure(
+            plot_rows(rows), x.metric, y.metric, x.mode, y.mode, title, knee_row, third
+        )
         html = write_pareto_html(fig, Path(tmp) / "pareto.html")
         tracker.log_sweep_artifact(table)
         tracker.log_sweep_artifact(html)

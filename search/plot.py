@@ -18,6 +18,7 @@ from search.pareto import pareto_front
 
 FRONT_NAME = "Pareto front"
 TRIALS_NAME = "trials"
+KNEE_NAME = "knee (export's pick)"
 
 
 def pareto_figure(
@@ -27,6 +28,8 @@ def pareto_figure(
     x_mode: str,
     y_mode: str,
     title: str,
+    knee: int | None = None,
+    color: str | None = None,
 ) -> go.Figure:
     """Plots every trial against two objectives and highlights their Pareto front.
 
@@ -42,9 +45,13 @@ def pareto_figure(
         x_mode: "max" or "min" for `x`.
         y_mode: "max" or "min" for `y`.
         title: Figure title.
+        knee: Index in `rows` of the trial `shrink-sweep export` picks by default, drawn
+            again as a large star in a third trace.
+        color: Key of a third objective, shown as the markers' color (with a color bar).
 
     Returns:
-        The figure, with the "trials" trace first and the "Pareto front" trace second.
+        The figure, with the "trials" trace first, the "Pareto front" trace second, and the
+        knee's trace third if there is one.
 
     Raises:
         KeyError: If a row lacks `x` or `y`.
@@ -61,6 +68,17 @@ def pareto_figure(
         ]
     )
     fig.data[1].update(mode="lines+markers", line={"shape": _step_shape(x_mode)})
+    if knee is not None:
+        star = _scatter([rows[knee]], x, y, name=KNEE_NAME, color="#ffbf00", symbol="star")
+        star.marker.update(size=18, line={"color": "#333333", "width": 1})
+        fig.add_trace(star)
+    if color is not None:  # one color scale over every trace, its bar beside the front's
+        values = [float(row[color]) for row in rows]
+        scale = {"colorscale": "Viridis", "cmin": min(values), "cmax": max(values)}
+        groups = [others, front] + ([[rows[knee]]] if knee is not None else [])
+        for trace, group in zip(fig.data, groups, strict=True):
+            trace.marker.update(color=[row[color] for row in group], **scale)
+        fig.data[1].marker.update(colorbar={"title": color}, showscale=True)
     fig.update_layout(
         title=title,
         xaxis_title=f"{x} ({_better(x_mode)})",

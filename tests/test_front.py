@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from tiny import tiny_space
@@ -27,7 +28,8 @@ def trial_rows(weights: Path | None = None) -> list[dict]:
 
 
 class FakeTracker:
-    """What `update_front` asks of a `Tracker`: the finished rows, and a place to log."""
+    """What `update_front` asks of a `Tracker`: the trials by outcome (one stopped), the
+    sweep's name, and a place to log."""
 
     sweep_run_id = "sweep-run"
 
@@ -37,8 +39,13 @@ class FakeTracker:
         self.artifacts: dict[str, str] = {}
 
     def trial_rows(self, outcome: str | None = "finished") -> list[dict]:
-        assert outcome == "finished"
-        return [dict(r) for r in self.rows]
+        if outcome == "stopped":
+            return [{"trial": "f", "run_id": "run-f"}]
+        return [dict(r) for r in self.rows] if outcome == "finished" else []
+
+    def run_info(self, run_id: str) -> SimpleNamespace:
+        assert run_id == self.sweep_run_id
+        return SimpleNamespace(run_name="tiny-20261202-0000")
 
     def log_sweep_metrics(self, metrics: dict, step: int) -> None:
         self.metrics.append((metrics, step))
@@ -92,7 +99,11 @@ def test_update_front_marks_logs_and_drops_the_dominated_weights(tmp_path):
         ("b", "False"),
         ("d", "False"),
     ]
-    assert "a" in tracker.artifacts["pareto.html"]
+    html = tracker.artifacts["pareto.html"]
+    # The title: the sweep, its objectives, its trials by outcome and the hypervolume.
+    assert "tiny-20261202-0000: rougeL (max) vs params (min)" in html
+    assert "4 finished, 2 on the front, 1 stopped; hypervolume 1.4e+04" in html
+    assert "knee (export's pick)" in html
     assert sorted(p.name for p in weights.iterdir()) == ["a", "c"]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.plot import FRONT_NAME, TRIALS_NAME, pareto_figure, write_pareto_html
+from search.plot import FRONT_NAME, KNEE_NAME, TRIALS_NAME, pareto_figure, write_pareto_html
 
 ROWS = [
     {
@@ -120,3 +120,22 @@ def test_html_embeds_plotly_js_and_trials(tmp_path: Path) -> None:
     assert FRONT_NAME in html
     for row in ROWS:
         assert f"trial {row['trial']}" in html
+
+
+def test_the_knee_is_drawn_as_its_own_star() -> None:
+    fig = pareto_figure(ROWS, "params", "rougeL", "min", "max", title="t", knee=1)
+    knee = _trace(fig, KNEE_NAME)
+    assert (list(knee.x), list(knee.y)) == ([ROWS[1]["params"]], [ROWS[1]["rougeL"]])
+    assert knee.marker.symbol == "star"
+    assert knee.hovertext[0].startswith(f"trial {ROWS[1]['trial']}<br>")
+
+
+def test_a_third_objective_colors_every_marker_on_one_scale() -> None:
+    rows = [{**row, "latency_ms": 10.0 * i} for i, row in enumerate(ROWS)]
+    fig = pareto_figure(
+        rows, "params", "rougeL", "min", "max", title="t", knee=0, color="latency_ms"
+    )
+    by_x = {x: c for trace in fig.data for x, c in zip(trace.x, trace.marker.color, strict=True)}
+    assert by_x == {row["params"]: row["latency_ms"] for row in rows}
+    assert {(t.marker.cmin, t.marker.cmax) for t in fig.data} == {(0.0, 40.0)}
+    assert _trace(fig, FRONT_NAME).marker.colorbar.title.text == "latency_ms"
