@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -330,43 +330,82 @@ class Tracker:
     # An export is logged on the sweep's parent run, not in a child run: child runs of a sweep
     # are its trials, and code that counts or lists them (resuming, the front) reads every child.
 
-    def log_export(self, directory: Path, artifact_path: str) -> str:
-        """Copy an exported model directory into the sweep's artifacts.
+    def log_model(
+        self,
+        directory: Path,
+        name: str,
+        code: Path,
+        example: str,
+        requirements: list[str],
+    ) -> str:
+        """Log an exported model directory as an MLflow model of the sweep's parent run.
+
+        The MLflow model is a pyfunc whose code is `code` (a "models from code" file that loads
+        `directory` from its artifact `model_dir`), with a string-in, string-out signature and
+        `example` as its input example, which MLflow runs once to check that it serves. The
+        pip requirements are given, so MLflow infers nothing (and fetches nothing).
 
         Args:
-            directory: The export directory.
-            artifact_path: Where it goes among the parent run's artifacts.
+            directory: The export directory, stored whole as the artifact `model_dir`.
+            name: The logged model's name.
+            code: The pyfunc's code file (`search/export/mlflow_model.py`).
+            example: A source text, the input example.
+            requirements: The model's pip requirements, pinned.
 
         Returns:
-            Its `runs:/` URI, the source of a model version.
+            The logged model's id (`models:/<id>` loads it).
 
         Raises:
-            TrackingError: The artifacts cannot be stored.
+            TrackingError: The model cannot be logged (artifacts not stored, example fails).
         """
+        import mlflow
+        from mlflow.entities import LoggedModelStatus
         from mlflow.exceptions import MlflowException
+        from mlflow.models import Model, ModelSignature
+        from mlflow.types import ColSpec, Schema
 
+        # As `code`'s type hints (list[str] -> list[str]) give it; stated, so a code file
+        # whose hints drifted is warned about at once.
+        signature = ModelSignature(Schema([ColSpec("string")]), Schema([ColSpec("string")]))
         try:
-            self.client.log_artifacts(self.sweep_run_id, str(directory), artifact_path)
+            # Created here, in the sweep's experiment: MLflow's fluent logging would put it
+            # in the active experiment, the Default one.
+            model_id = self.client.create_logged_model(
+                self.experiment_id, name, source_run_id=self.sweep_run_id
+            ).model_id
+            with _global_tracking_uri(self.uri), _mlflow_quiet():
+                Model.log(
+                    artifact_path=None,
+                    flavor=mlflow.pyfunc,
+                    run_id=self.sweep_run_id,
+                    model_id=model_id,
+                    python_model=str(code),
+                    artifacts={"model_dir": str(directory)},
+                    signature=signature,
+                    input_example=[example],
+                    pip_requirements=requirements,
+                )
+            self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
         except (MlflowException, OSError) as err:
-            raise TrackingError(f"cannot store {directory} in MLflow at {self.uri}: {err}") from err
-        return f"runs:/{self.sweep_run_id}/{artifact_path}"
+            raise TrackingError(f"cannot log {directory} to MLflow at {self.uri}: {err}") from err
+        return model_id
 
     def register_model(
         self,
         name: str,
-        source: str,
+        model_id: str,
         *,
         alias: str,
         tags: Mapping[str, str],
         description: str,
     ) -> str:
-        """Register `source` as a new version of model `name` and point `alias` at it.
+        """Register a logged model as a new version of model `name` and point `alias` at it.
 
         The sweep's parent run is tagged with the version, so the run shows what was shipped.
 
         Args:
             name: The registered model, created if new.
-            source: The model's artifacts (`log_export`).
+            model_id: The logged model (`log_model`).
             alias: The alias that moves to the new version, e.g. "best-tradeoff".
             tags: Tags of the version.
             description: The version's description.
@@ -381,9 +420,17 @@ class Tracker:
 
         try:
             self._ensure_registered_model(name)
-            version = self.client.create_model_version(
-                name, source, run_id=self.sweep_run_id, tags=dict(tags), description=description
-            ).version
+            # The registry finds a `models:/` source's logged model through MLflow's global
+            # tracking URI, not this client's.
+            with _global_tracking_uri(self.uri):
+                version = self.client.create_model_version(
+                    name,
+                    f"models:/{model_id}",
+                    run_id=self.sweep_run_id,
+                    tags=dict(tags),
+                    description=description,
+                    model_id=model_id,
+                ).version
             self.client.set_registered_model_alias(name, alias, version)
         except MlflowException as err:
             raise TrackingError(f"cannot register model {name!r} at {self.uri}: {err}") from err
@@ -398,6 +445,41 @@ class Tracker:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name, description="Exported by shrink-sweep.")
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (model logging) at `uri`, the global default restored afterwards."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@contextlib.contextmanager
+def _mlflow_quiet() -> Iterator[None]:
+    """MLflow's INFO lines and download bars off while it logs a model: the export prints its
+    own progress; MLflow's warnings still show."""
+    import logging
+
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    logger = logging.getLogger("mlflow")
+    level, bar = logger.level, os.environ.get(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name)
+    logger.setLevel(logging.WARNING)
+    os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bar is None:
+            os.environ.pop(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, None)
+        else:
+            os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = bar
 
 
 def _is_server(uri: str) -> bool:

@@ -12,17 +12,26 @@ import contextlib
 import io
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict
 from importlib import resources
+from importlib.metadata import version as version_of
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import pytest
 import torch
 import transformers
 import yaml
 from mlflow.tracking import MlflowClient
+from packaging.version import Version
 from test_sweep import write_space as write_tiny_space
 from tiny import TINY_DATA, TINY_FILES, tiny_bart_dir, tiny_space, tiny_t5_dir
 from transformers import (
@@ -299,12 +308,25 @@ TEST_EXAMPLES = 10  # of the tiny test split's 30 pairs
 
 @pytest.fixture(scope="session")
 def exported(sweep) -> dict:
+    """The knee exported by the command a user types, so that its stderr is all it printed."""
     directory = sweep["root"] / "shipped" / "model"
-    code, out, err = export(sweep, "--out", str(directory), "--test-examples", str(TEST_EXAMPLES))
-    assert code == 0, err + out
+    argv = ["export", "--space", str(sweep["space"]), "--store", str(sweep["store"])]
+    argv += ["--out", str(directory), "--test-examples", str(TEST_EXAMPLES)]
+    done = subprocess.run(
+        [sys.executable, "-m", "search.cli", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
     rows = [{"trial": t, **m} for t, (_, m, _) in sweep["trials"].items()]
     knee_trial = rows[knee([[r["rougeL"], r["params"]] for r in rows], ["max", "min"])]["trial"]
-    return {"dir": directory, "stdout": out, "trial": knee_trial}
+    return {"dir": directory, "stdout": done.stdout, "stderr": done.stderr, "trial": knee_trial}
+
+
+def test_export_prints_no_warnings(exported):
+    assert exported["stderr"] == ""
 
 
 def test_export_writes_a_complete_directory(exported):
@@ -506,10 +528,52 @@ def test_mlflow_registers_the_version_with_its_alias(exported, sweep):
     parent = client.get_run(version.run_id)
     assert parent.data.tags["shrink_sweep.kind"] == "sweep"
     assert parent.data.tags["shrink_sweep.exported"].startswith("tiny-summarizer v")
-    stored = f"export/trial_{exported['trial']}"
-    assert version.source == f"runs:/{version.run_id}/{stored}"
-    names = {a.path for a in client.list_artifacts(version.run_id, stored)}
-    assert {f"{stored}/README.md", f"{stored}/model.safetensors", f"{stored}/int8"} <= names
+    # The version is an MLflow model logged from the sweep's run, in the sweep's experiment,
+    # holding the export directory whole.
+    assert version.source.startswith("models:/m-")
+    model = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert (model.name, model.status.name) == (f"trial_{exported['trial']}", "READY")
+    assert model.source_run_id == parent.info.run_id
+    assert model.experiment_id == parent.info.experiment_id
+    assert model.model_id in {o.model_id for o in parent.outputs.model_outputs}
+    stored = Path(model.artifact_location.removeprefix("file://"))
+    assert {"MLmodel", "mlflow_model.py", "requirements.txt", "input_example.json"} <= {
+        p.name for p in stored.iterdir()
+    }
+    pyfunc = yaml.safe_load((stored / "MLmodel").read_text())["flavors"]["python_function"]
+    model_dir = stored / pyfunc["artifacts"]["model_dir"]["path"]
+    for name in ("README.md", "model.safetensors", "int8/model.pt", PIPELINE_FILE):
+        assert (model_dir / name).read_bytes() == (exported["dir"] / name).read_bytes(), name
+    requirements = (stored / "requirements.txt").read_text().split()
+    assert requirements == [
+        f"{p}=={Version(version_of(p)).public}" for p in ("mlflow", "transformers", "torch")
+    ]
+
+
+def load_alias(store: Path, name: str = "tiny-summarizer", alias: str = "best-tradeoff") -> Any:
+    """`mlflow.pyfunc.load_model("models:/NAME@ALIAS")` against the store, as a user would."""
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(default_uri(store))
+    try:
+        return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_the_registered_version_loads_as_a_pyfunc_and_summarizes(exported, sweep, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = load_alias(sweep["store"])
+    inputs = model.metadata.signature.inputs.to_dict()
+    outputs = model.metadata.signature.outputs.to_dict()
+    assert inputs == outputs == [{"type": "string", "required": True}]
+    texts = [SOURCE, "libbar: a command-line tool to convert audio files."]
+    summaries = model.predict(texts)
+    assert all(isinstance(s, str) and s for s in summaries)
+    # What the shipped directory's own pipeline says: the MLflow model adds nothing.
+    summarize = transformers.pipeline(
+        "summarization", model=str(exported["dir"]), trust_remote_code=True
+    )
+    assert summaries == [r["summary_text"] for r in summarize(texts)]
 
 
 @pytest.mark.parametrize(
@@ -541,6 +605,63 @@ def test_a_model_that_does_not_score_as_recorded_is_not_written(sweep, tmp_path)
     assert code == cli.BAD_INPUT
     assert "the sweep recorded 99.00" in err and "nothing was written" in err
     assert os.listdir(tmp_path) == []  # neither the directory nor a partial one
+
+
+@pytest.mark.slow
+def test_mlflow_serves_the_registered_version(exported, sweep, tmp_path):
+    # `mlflow models serve` in this environment, as the README says, on a free local port.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = "models:/tiny-summarizer@best-tradeoff"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": default_uri(sweep["store"]), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
+               "-m", model, "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            _wait_for(f"{url}/ping", server, log)
+            texts = [SOURCE, "libbar: a command-line tool to convert audio files."]
+            request = urllib.request.Request(
+                f"{url}/invocations",
+                data=json.dumps({"inputs": texts}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=120) as reply:
+                answer = json.loads(reply.read())
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)  # the uvicorn worker too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    summarize = transformers.pipeline(
+        "summarization", model=str(exported["dir"]), trust_remote_code=True
+    )
+    assert answer == {"predictions": [r["summary_text"] for r in summarize(texts)]}
+    assert all(answer["predictions"])
+
+
+def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if it exits or hangs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited {server.returncode}:\n{log.read_text()[-3000:]}")
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url, timeout=10) as reply,
+        ):
+            if reply.status == 200:
+                return
+        time.sleep(1)
+    pytest.fail(f"the server did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 # --- end to end through Ray ----------------------------------------------------------------
@@ -586,3 +707,5 @@ def test_run_then_export_twice_through_the_cli(tmp_path):
     assert len(versions) == 3
     alias = client.get_model_version_by_alias("tiny-summarizer", "best-tradeoff")
     assert int(alias.version) == max(int(v.version) for v in versions)
+    (summary,) = load_alias(tmp_path / "mlflow").predict([SOURCE])  # the deep trial, by alias
+    assert isinstance(summary, str) and summary

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from importlib import resources
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from search.front import front_rows
 DEFAULT_ALIAS = "best-tradeoff"
 DEFAULT_TEST_SPLIT = "test"
 ROUGE_TOLERANCE = 0.5  # points of ROUGE-L between the re-scored fp32 model and the trial
+PYFUNC_FILE = "mlflow_model.py"  # the MLflow model's code, a module of this package
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ def export_trial(
         (tmp / "README.md").write_text(model_card(result, config))
     echo(progress, f"registering {out} in MLflow")
     name = register_name or f"{config.name}-summarizer"
-    version = register(tracker, result, name, alias)
+    version = register(tracker, result, name, alias, example_source(config))
     return replace(result, model_name=name, version=version)
 
 
@@ -279,6 +282,15 @@ def eval_data(config: SweepConfig, tokenizer: Any) -> Any:
     return tokenize_splits(load_splits(config.data), tokenizer, config.data)
 
 
+def example_source(config: SweepConfig) -> str:
+    """The first evaluation source as a user hands it to the model: the template filled, with
+    no `source_prefix` (the shipped pipeline prepends that itself)."""
+    from trainables.data import load_splits, source_texts
+
+    data = replace(config.data, source_prefix="")
+    return source_texts(load_splits(data)["eval"].select(range(1)), data)[0]
+
+
 def held_out_data(config: SweepConfig, tokenizer: Any, split: str, examples: int | None) -> Any:
     """A held-out split as evaluation data, tokenized like the sweep's.
 
@@ -307,13 +319,20 @@ def held_out_data(config: SweepConfig, tokenizer: Any, split: str, examples: int
     return tokenize_splits(load_splits(data), tokenizer, data)
 
 
-def register(tracker: Any, result: ExportResult, name: str, alias: str) -> str:
-    """Copy the export into the sweep's artifacts and register it as a model version.
+def register(tracker: Any, result: ExportResult, name: str, alias: str, example: str) -> str:
+    """Log the export as an MLflow model of the sweep's run and register it as a model version.
+
+    The MLflow model is a pyfunc (`mlflow_model.py`) around the export directory, which it
+    keeps whole, so that `mlflow.pyfunc.load_model("models:/NAME@ALIAS")` and `mlflow models
+    serve` summarize with it; `example` (a source text) is its input example.
 
     Returns:
         The new version number.
     """
-    source = tracker.log_export(result.directory, f"export/trial_{result.pick.trial}")
+    code = Path(str(resources.files(__package__).joinpath(PYFUNC_FILE)))
+    model_id = tracker.log_model(
+        result.directory, f"trial_{result.pick.trial}", code, example, model_requirements()
+    )
     fp32, int8 = result.fp32, result.int8
     tags = {
         "trial": result.pick.trial,
@@ -334,7 +353,17 @@ def register(tracker: Any, result: ExportResult, name: str, alias: str) -> str:
         f"{_test_text(result.test)}, {fp32['params']:,.0f} parameters, "
         f"{fp32['size_mb']:.2f} MB (int8 {int8['size_mb']:.2f} MB)."
     )
-    return tracker.register_model(name, source, alias=alias, tags=tags, description=description)
+    return tracker.register_model(name, model_id, alias=alias, tags=tags, description=description)
+
+
+def model_requirements() -> list[str]:
+    """The MLflow model's pip requirements: what `mlflow_model.py` imports, pinned to what
+    exported it. Given, not inferred: MLflow's inference loads the model and may query PyPI."""
+    from packaging.version import Version
+
+    # The public version: a local label such as torch's "+cpu" is no package on PyPI.
+    packages = ("mlflow", "transformers", "torch")
+    return [f"{package}=={Version(version(package)).public}" for package in packages]
 
 
 def _test_tags(test: HeldOutScores) -> dict[str, str]:
