@@ -17,6 +17,7 @@ from typing import Any
 from search.config import SweepConfig
 from search.console import echo
 from search.front import trial_metrics, update_front
+from search.progress import SweepStatus, TrialStep
 from search.space import InfeasibleError, plan
 from search.tracking import Tracker
 
@@ -66,6 +67,11 @@ class TrackingCallback(_tune_base("Callback")):
         self.failures: Counter[str] = Counter()  # last line of each error -> count
         self.finished_before = set(finished_before)
         self.infeasible = 0  # proposals refused before training
+        # What the progress view shows besides the trials' steps (`status`).
+        self.outcomes: Counter[str] = Counter(finished=len(self.finished_before))
+        self.ended: set[str] = set(self.finished_before)
+        self.front_size, self.hypervolume = 0, 0.0
+        self.slots = 1  # trials that run at once; set by the tuner
         _LIVE[sweep] = self
 
     def __reduce__(self) -> tuple:
@@ -85,6 +91,8 @@ class TrackingCallback(_tune_base("Callback")):
             pass  # the trial itself fails with the reason
         self.runs[trial.trial_id] = self.tracker.start_trial(trial.trial_id, params, {})
         self.started[trial.trial_id] = time.monotonic()
+        e, d = params.get("encoder", "?"), params.get("decoder", "?")
+        echo(self.progress, f"trial {trial.trial_id} started: {e}+{d} {params.get('strategy', '')}")
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -137,6 +145,14 @@ class TrackingCallback(_tune_base("Callback")):
         self.tracker.end_trial(run_id, "infeasible")
         echo(self.progress, f"proposal {name} infeasible, not trained | {why}")
 
+    def status(self, steps: dict[str, TrialStep]) -> SweepStatus:
+        """The sweep as the progress view shows it, given the trials' latest steps."""
+        running = {trial: step for trial, step in steps.items() if trial not in self.ended}
+        outcomes = {o: self.outcomes[o] for o in ("finished", "stopped", "failed")}
+        return SweepStatus(
+            running, outcomes, self.config.trials, self.front_size, self.hypervolume, self.slots
+        )
+
     def failure_message(self) -> str:
         """How many trials failed, and the most common error with its count."""
         ((error, count),) = self.failures.most_common(1)
@@ -149,7 +165,10 @@ class TrackingCallback(_tune_base("Callback")):
         return self.runs[trial.trial_id]
 
     def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
+        self.outcomes[outcome] += 1
+        self.ended.add(trial.trial_id)
         rows, hv = update_front(self.tracker, self.config, self.parent_params)
+        self.front_size, self.hypervolume = sum(r["on_front"] for r in rows), hv
         done = sum(
             r["outcome"] not in ("running", "infeasible") for r in self.tracker.trial_rows(None)
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 from search.config import SchedulerConfig
 from search.halving import rung_config
+from search.progress import step_reporter
 from search.space import plan
 from trainables.config import DecodingConfig
 from trainables.train import total_steps
@@ -30,6 +31,7 @@ def tune_trial(
     scheduler: SchedulerConfig | None = None,
     receiver: Any = None,
     finished: dict[str, dict[str, float]] | None = None,
+    board: Any = None,
 ) -> None:
     """Ray Tune's entry point for one trial: plan it, run it, send its weights, report.
 
@@ -46,6 +48,8 @@ def tune_trial(
         finished: metrics of trials that MLflow records as finished, given when a sweep is
             resumed. Ray's experiment state is saved every few seconds, so a trial can finish
             after the last save and before a crash; it is replayed from its record, not rerun.
+        board: the driver's `search.progress.ProgressBoard` actor, told the trial's steps;
+            None to tell no one.
     """
     import ray
     from ray import tune
@@ -65,6 +69,14 @@ def tune_trial(
     def report(metrics: dict[str, float]) -> None:
         tune.report({**metrics, "node": node})
 
+    on_step = None
+    if board is not None:
+        label = (
+            f"{len(trial_config.encoder_layers)}+{len(trial_config.decoder_layers)} "
+            f"{trial_config.strategy}"
+        )
+        on_step = step_reporter(board, trial_id, label)
+
     with tempfile.TemporaryDirectory() as tmp:
         result = run_trial(
             trial_config,
@@ -74,6 +86,7 @@ def tune_trial(
             report=report,
             save_dir=Path(tmp) / "model",
             threads=max(1, int(resources.get("CPU", 1))),
+            on_step=on_step,
         )
         weights = {}
         if receiver is not None:

@@ -9,16 +9,18 @@ study in the store's optuna.db or `--optuna-storage`. The trial itself is
 from __future__ import annotations
 
 import functools
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.config import SweepConfig
 from search.paths import SweepPaths
 from search.preflight import Prepared
+from search.progress import ProgressBoard, ProgressView
 from search.space import grid, suggest
 from search.tracking import store_lock
 from search.trainable import tune_trial
-from search.weights import start_receiver
+from search.weights import WeightsReceiver
 
 if TYPE_CHECKING:
     from search.callbacks import FailureLimit, TrackingCallback
@@ -39,14 +41,23 @@ def run_trials(
             records as finished. The experiment is then restored from its saved state:
             finished and failed trials stay as they are, trials cut off mid-run start over.
     """
+    import ray
     from ray import tune
 
-    trainable = _trainable(config, prepared, paths.weights(callback.sweep), finished)
+    board = driver_actor(ProgressBoard)
+    trainable = _trainable(config, prepared, paths.weights(callback.sweep), finished, board)
     if finished is not None:
         tuner = tune.Tuner.restore(str(paths.ray / callback.sweep), trainable)
     else:
         tuner = _new_tuner(config, prepared, paths, trainable, callback, stopper)
-    tuner.fit()
+    callback.slots = _slots(config, ray.cluster_resources())
+
+    def read_steps() -> dict:
+        return ray.get(board.snapshot.remote(), timeout=10)
+
+    view = ProgressView(read_steps, callback.status) if callback.progress else nullcontext()
+    with view:
+        tuner.fit()
 
 
 def _trainable(
@@ -54,13 +65,14 @@ def _trainable(
     prepared: Prepared,
     weights: Path,
     finished: dict[str, dict[str, float]] | None,
+    board: Any,
 ) -> Any:
     """`tune_trial` with the prepared model and data, and the resources one trial takes."""
     from ray import tune
 
     receiver = None  # keep_weights: none: trials send no weights at all
     if config.keep_weights != "none":  # also on a resume: the old receiver ended with its driver
-        receiver = start_receiver(weights)
+        receiver = driver_actor(WeightsReceiver, str(weights))
     return tune.with_resources(
         tune.with_parameters(
             tune_trial,
@@ -71,6 +83,7 @@ def _trainable(
             scheduler=config.scheduler,
             receiver=receiver,
             finished=finished,
+            board=board,
         ),
         {"cpu": config.resources.cpus, "gpu": config.resources.gpus},
     )
@@ -110,6 +123,22 @@ def _new_tuner(
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
+
+
+def driver_actor(cls: type, *args: Any) -> Any:
+    """Start `cls` as a Ray actor on this process's own node (the driver's): the trials'
+    weights and steps come back to it. It takes no CPU, so it never holds a trial's slot, and
+    it ends with the driver.
+
+    Returns:
+        The actor's handle, which trials receive through `tune.with_parameters`.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    here = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+    return ray.remote(num_cpus=0, scheduling_strategy=here)(cls).remote(*args)
 
 
 def _slots(config: SweepConfig, cluster: dict[str, float]) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 from trainables.trial import PackedModel
 
@@ -39,20 +38,3 @@ class WeightsReceiver:
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
         return str(target)
-
-
-def start_receiver(directory: Path) -> Any:
-    """Start a `WeightsReceiver` on this process's own Ray node (the driver's).
-
-    It takes no CPU, so it never holds a trial's slot, and it ends with the driver.
-
-    Returns:
-        The actor's handle, which trials receive through `tune.with_parameters`.
-    """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    node = ray.get_runtime_context().get_node_id()
-    here = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-    actor = ray.remote(num_cpus=0, scheduling_strategy=here)(WeightsReceiver)
-    return actor.remote(str(directory))

@@ -147,6 +147,7 @@ def run_trial(
     save_dir: Path,
     report: Callable[[dict[str, float]], None] | None = None,
     threads: int | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrialResult:
     """Shrink, fine-tune and score one student, and save it to `save_dir`.
 
@@ -159,6 +160,8 @@ def run_trial(
         report: receives intermediate metrics (with `step`) every `train.eval_every` steps,
             and at each of `config.rungs.steps` the rung's cheaper score (with `rung` 1).
         threads: CPU threads for torch.
+        on_step: called after every optimizer step with (step, steps in all, loss), e.g. to
+            show the trial's progress.
 
     Returns:
         The final metrics: ROUGE, parameters, size on disk, latency, training statistics, and
@@ -173,14 +176,18 @@ def run_trial(
     startup_seconds = math.nan  # set when the first optimizer step is done
     from trainables.losses import LayerMatch
     from trainables.scoring import evaluate_model
-    from trainables.train import fine_tune
+    from trainables.train import fine_tune, total_steps
 
     student, tokenizer, teacher, sizes = shrunk_student(config, base)
+    train_data = data.with_targets(config.train.targets)
+    steps = total_steps(config.train, len(train_data.train_input_ids))
 
-    def on_step(step: int, loss: float) -> None:
+    def after_step(step: int, loss: float) -> None:
         nonlocal startup_seconds
         if step == 1:
             startup_seconds = time.perf_counter() - started
+        if on_step is not None:
+            on_step(step, steps, loss)
 
     def evaluate_at(step: int) -> None:
         rung = step in config.rungs.steps
@@ -193,10 +200,10 @@ def run_trial(
 
     stats = fine_tune(
         student,
-        data.with_targets(config.train.targets),
+        train_data,
         config.train,
         pad_token_id=tokenizer.pad_token_id,
-        on_step=on_step,
+        on_step=after_step,
         evaluate_at=evaluate_at if config.train.eval_every or config.rungs.steps else None,
         eval_steps=config.rungs.steps,
         threads=threads,
