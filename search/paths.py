@@ -30,6 +30,10 @@ class SweepPaths:
         """The base model's pseudo-labels, one file per model, data and decoding."""
         return self.store.resolve() / "pseudo-labels"
 
+    def log(self, sweep: str) -> Path:
+        """The sweep's log file: the libraries' messages and warnings (`search.console`)."""
+        return self.store.resolve() / "logs" / f"{sweep}.log"
+
     def weights(self, sweep: str) -> Path:
         """Where the driver keeps the trials' weights, one model directory per trial."""
         return self.ray / sweep / "weights"

@@ -18,7 +18,7 @@ import yaml
 
 from search.callbacks import FailureLimit, TrackingCallback
 from search.config import ConfigError, SweepConfig, config_from_dict
-from search.console import echo, quiet_libraries
+from search.console import echo, keep_log, quiet_libraries
 from search.front import trial_metrics, update_front
 from search.paths import SweepPaths
 from search.preflight import (
@@ -77,6 +77,7 @@ def run_sweep(
     max_failures: int | None = None,
     progress: bool = True,
     optuna_storage: str | None = None,
+    verbose: bool = False,
 ) -> SweepSummary:
     """Run a whole sweep and return its Pareto front.
 
@@ -92,11 +93,13 @@ def run_sweep(
         max_failures: stop the sweep once this many trials failed (default: `failure_limit`).
         progress: print a line per finished trial.
         optuna_storage: a database URL for the Optuna study (default: optuna.db in the store).
+        verbose: show the libraries' messages (Ray, MLflow, warnings) on stderr too; they
+            always go to the sweep's log file in the store.
 
     Raises:
         ConfigError, DataError, ModelError, TrackingError: bad input, before any work.
     """
-    quiet_libraries()
+    quiet_libraries(verbose)
     paths = SweepPaths(store, optuna_storage)
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
@@ -108,6 +111,7 @@ def run_sweep(
     tracker.start_sweep(sweep, _sweep_params(config, prepared), tags)
     tracker.log_sweep_text(yaml.safe_dump(raw if raw is not None else asdict(config)), SPACE_FILE)
     echo(progress, f"sweep {sweep}: {config.trials} trials, tracking {uri}")
+    echo(progress, f"library messages and warnings: {keep_log(paths.log(sweep))}")
     limit = max_failures or failure_limit(config.trials)
     return _drive(SweepRun(sweep, config, prepared, tracker, paths, limit, progress, ray_seconds))
 
@@ -120,6 +124,7 @@ def resume_sweep(
     address: str | None = None,
     max_failures: int | None = None,
     progress: bool = True,
+    verbose: bool = False,
 ) -> SweepSummary:
     """Continue an interrupted or killed sweep: finished trials stay, unfinished ones rerun.
 
@@ -129,7 +134,7 @@ def resume_sweep(
     Raises:
         ConfigError: no such sweep, or no Ray state to resume it from.
     """
-    quiet_libraries()
+    quiet_libraries(verbose)
     paths = SweepPaths(store)
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
@@ -148,6 +153,7 @@ def resume_sweep(
     tracker.settle_trials()
     finished = {r["trial"]: trial_metrics(r) for r in tracker.trial_rows("finished")}
     echo(progress, f"resuming sweep {name}: {config.trials} trials, tracking {uri}")
+    echo(progress, f"library messages and warnings: {keep_log(paths.log(name))}")
     limit = max_failures or failure_limit(config.trials)
     return _drive(
         SweepRun(name, config, prepared, tracker, paths, limit, progress, ray_seconds, finished)
@@ -172,7 +178,14 @@ def _prepare_and_start_ray(
         check_ray_address(address)
     else:
         check_resources(config)  # a local Ray waits forever for a trial it cannot place
+    echo(progress, f"checking the model ({config.model}) and the data")
     inputs = check_inputs(config)
+    pairs = {role: len(split) for role, split in inputs[1].items()}
+    echo(
+        progress,
+        f"loading the model and tokenizing {pairs['train']:,} training and {pairs['eval']:,} "
+        f"evaluation pairs; starting Ray{' at ' + address if address else ''}",
+    )
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
         preparing = pool.submit(prepare, config, inputs, paths.pseudo_labels, progress)
         started = 0.0
@@ -186,7 +199,10 @@ def _prepare_and_start_ray(
                     configure_logging=False,
                 )
             seconds = time.perf_counter() - started if started else 0.0
-            return preparing.result(), seconds
+            prepared = preparing.result()
+            ready = f"ready: model and data in {prepared.seconds:.0f}s, Ray in {seconds:.0f}s"
+            echo(progress, ready)
+            return prepared, seconds
         except BaseException:
             if started and ray.is_initialized():
                 ray.shutdown()
