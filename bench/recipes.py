@@ -38,6 +38,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "both": {"distill": 0.0, "targets": "both"},
     "kd+both": {"distill": 0.5, "targets": "both"},
     "kd+hidden+both": {"distill": 0.5, "distill_hidden": HIDDEN, "targets": "both"},
+    "kd+pseudo": {"distill": 0.5, "targets": "pseudo"},
+    "hidden+pseudo": {"distill": 0.0, "distill_hidden": HIDDEN, "targets": "pseudo"},
 }
 OVERRIDES = ["train.eval_every=0", f"data.pseudo_examples={PSEUDO_EXAMPLES}"]
 METRICS = ("rouge1", "rouge2", "rougeL", "params", "train_loss", "train_seconds")

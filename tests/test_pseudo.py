@@ -3,12 +3,15 @@ trial with `train.targets: pseudo` trains on (the tiny T5 of tests/tiny.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tiny import tiny_space
 
+import trainables.pseudo
 import trainables.train
-from search.config import config_from_dict
+from search.config import config_from_dict, load_config
 from search.preflight import prepare
 from trainables.config import DecodingConfig, TrainConfig, TrialConfig
 from trainables.data import TokenRows
@@ -16,6 +19,7 @@ from trainables.pseudo import generate_texts, pseudo_sources
 from trainables.trial import load_base, run_trial
 
 PSEUDO_EXAMPLES = 10
+DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "space.yaml"
 
 
 def pseudo_config(model, **decoding):
@@ -115,3 +119,14 @@ def test_token_rows_take_and_add():
     rows = TokenRows.from_lists([[1, 2], [3], [4, 5, 6]])
     assert [list(r) for r in rows.take([2, 0])] == [[4, 5, 6], [1, 2]]
     assert [list(r) for r in rows.take([1]) + rows] == [[3], [1, 2], [3], [4, 5, 6]]
+
+
+def test_the_default_sweep_uses_the_shipped_demo_labels(tmp_path, monkeypatch):
+    def generate_texts(*args, **kwargs):
+        raise AssertionError("the default sweep's pseudo-labels were not found")
+
+    monkeypatch.setattr(trainables.pseudo, "generate_texts", generate_texts)
+    config = load_config(DEFAULT_SPACE)
+    data = prepare(config, pseudo_label_cache=tmp_path / "cache").data
+    assert len(data.pseudo_labels) == config.data.pseudo_examples == 8000
+    assert not (tmp_path / "cache").exists()
