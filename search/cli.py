@@ -171,17 +171,44 @@ def export(args: argparse.Namespace) -> int:
 
 
 def ui(args: argparse.Namespace) -> int:
-    """Start the MLflow UI on the local store (127.0.0.1 unless told otherwise)."""
-    from search.tracking import default_uri
+    """Start the MLflow UI on the local store (127.0.0.1 unless told otherwise).
+
+    Prints the links to the latest sweep's run and its Pareto plot, and tags the store's sweep
+    experiments as model training, so that MLflow shows their runs. MLflow's background job
+    workers (GenAI judges, scheduled trace jobs) are not started: browsing runs, artifacts and
+    models does not use them, and they take half the UI's memory
+    (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true starts them anyway).
+    """
+    from search.tracking import (
+        default_uri,
+        experiment_url,
+        latest_sweep,
+        mark_training_experiments,
+        run_url,
+    )
 
     store = Path(args.store).resolve()
+    uri = default_uri(store)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    base = f"http://{shown}:{args.port}"
+    print(f"MLflow UI on {base} (Ctrl-C to stop)")
+    if (store / "mlflow.db").is_file():  # an empty store is not created here
+        mark_training_experiments(uri)
+        sweep = latest_sweep(uri)
+        if sweep is not None:
+            print(f"latest sweep {sweep.name}: {run_url(base, sweep.experiment_id, sweep.run_id)}")
+            if sweep.has_plot:
+                plot = run_url(base, sweep.experiment_id, sweep.run_id, "pareto.html")
+                print(f"its Pareto plot: {plot}")
+            print(f"its experiment's runs: {experiment_url(base, sweep.experiment_id)}")
+    sys.stdout.flush()  # exec replaces the process: nothing buffered survives it
     command = [
         sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", default_uri(store),
-        "--host", args.host, "--port", str(args.port),
+        "--backend-store-uri", uri,
+        "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
     ]  # fmt: skip
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    os.execv(sys.executable, command)
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    os.execve(sys.executable, command, env)
     return 0  # not reached
 
 
@@ -328,6 +355,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument(
+        "--workers", type=_positive_int, default=1,
+        help="MLflow's server processes (default 1: one person browsing needs no more)",
+    )  # fmt: skip
     return parser
 
 

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ SWEEP_TAG = "shrink_sweep.sweep"  # the sweep's name, on the parent and every ch
 TRIAL_TAG = "shrink_sweep.trial_id"  # Ray Tune's trial id, on each child
 OUTCOME_TAG = "shrink_sweep.outcome"  # finished, failed, stopped, running
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3 keeps an experiment's kind in this tag; "custom_model_development" is its
+# model-training kind (the UI's "Model training" side), "genai_development" its GenAI one.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+# MLflow 3.17's UI opens an experiment in the view of its sidebar switch (GenAI by default, in a
+# fresh browser) whatever the kind tag says; this query parameter sets the switch.
+TRAINING_VIEW = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `shrink-sweep ui` serves by default
 _INTERNAL = ("mlflow.", "shrink_sweep.")
 
 # MLflow knows FINISHED, FAILED and KILLED; "stopped early" is KILLED plus the outcome tag.
@@ -127,6 +136,83 @@ def shown_url(url: str) -> str:
         return url
 
 
+def run_url(where: str, experiment_id: str, run_id: str, artifact: str = "") -> str:
+    """A run's page in the MLflow UI, in the UI's model-training view.
+
+    Args:
+        where: The tracking URI: a server (`http://HOST:PORT`) serves its own UI; for a local
+            store, the UI `shrink-sweep ui` serves by default (`LOCAL_UI`). A UI's own
+            address (`http://127.0.0.1:PORT`) is taken as it is.
+        experiment_id: The run's experiment.
+        run_id: The run.
+        artifact: An artifact to open on the run's page, e.g. "pareto.html".
+
+    Returns:
+        The URL, e.g. http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning
+    """
+    base = where.rstrip("/") if _is_server(where) else LOCAL_UI
+    page = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{page}/artifacts/{artifact}?{TRAINING_VIEW}" if artifact else f"{page}?{TRAINING_VIEW}"
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """An experiment's page in the MLflow UI at `base`, in the model-training (runs) view."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?{TRAINING_VIEW}"
+
+
+def serve_command(uri: str, store: Path) -> str:
+    """The command that serves the MLflow UI of `uri`: none for a server (it serves its own)."""
+    return "" if _is_server(uri) else f"shrink-sweep ui --store {store}"
+
+
+@dataclass(frozen=True)
+class SweepRef:
+    """Where a sweep's parent run is, for links to it."""
+
+    name: str
+    experiment_id: str
+    run_id: str
+    has_plot: bool  # pareto.html among its artifacts
+
+
+def latest_sweep(uri: str) -> SweepRef | None:
+    """The sweep started last in any experiment of the store, or None if it holds none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments, f"tags.`{KIND_TAG}` = 'sweep'", max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )  # fmt: skip
+    if not runs:
+        return None
+    run = runs[0]
+    has_plot = "pareto.html" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    return SweepRef(run.info.run_name, run.info.experiment_id, run.info.run_id, has_plot)
+
+
+def mark_training_experiments(uri: str) -> list[str]:
+    """Tag every experiment that holds a sweep, and has no kind yet, as a model-training one
+    (`EXPERIMENT_KIND_TAG`): stores written before shrink-sweep tagged its experiments.
+
+    Returns:
+        The ids of the experiments tagged now.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    marked = []
+    for experiment in client.search_experiments():
+        if EXPERIMENT_KIND_TAG in experiment.tags:
+            continue
+        query = f"tags.`{KIND_TAG}` = 'sweep'"
+        if client.search_runs([experiment.experiment_id], query, max_results=1):
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+            marked.append(experiment.experiment_id)
+    return marked
+
+
 def _check_writable(directory: Path, what: str) -> None:
     """Raise TrackingError unless `directory` exists writable or could be made; creates nothing,
     so a command refused for other bad input leaves no empty store behind."""
@@ -168,7 +254,8 @@ class Tracker:
         if _is_server(self.uri):  # it stores artifacts itself; a local path is this disk only
             artifact_root = None
         location = (artifact_root / name).resolve().as_uri() if artifact_root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        tags = {EXPERIMENT_KIND_TAG: TRAINING_KIND}  # so MLflow shows runs, not GenAI traces
+        return self.client.create_experiment(name, artifact_location=location, tags=tags)
 
     # --- the sweep's parent run ------------------------------------------------------------
 

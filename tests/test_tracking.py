@@ -1,8 +1,23 @@
-"""`Tracker`: what a crash leaves in MLflow, and how a resume settles it."""
+"""`Tracker`: what a crash leaves in MLflow and how a resume settles it; the experiment kind and
+the UI links that open a sweep in MLflow's model-training view."""
 
 from __future__ import annotations
 
-from search.tracking import OUTCOME_TAG, Tracker, default_uri
+import time
+from pathlib import Path
+
+from search.tracking import (
+    EXPERIMENT_KIND_TAG,
+    OUTCOME_TAG,
+    TRAINING_KIND,
+    SweepRef,
+    Tracker,
+    default_uri,
+    latest_sweep,
+    mark_training_experiments,
+    run_url,
+    serve_command,
+)
 
 
 def test_settle_trials_stops_running_runs_and_ends_those_cut_off_mid_write(tmp_path):
@@ -26,3 +41,54 @@ def test_settle_trials_stops_running_runs_and_ends_those_cut_off_mid_write(tmp_p
         "live": "stopped",
     }
     assert tracker.settle_trials() == 0
+
+
+def test_a_new_experiment_is_marked_model_training_and_old_stores_are_marked_by_ui(tmp_path):
+    uri = default_uri(tmp_path)
+    tracker = Tracker(uri, "tiny", tmp_path / "artifacts")
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    # An experiment of an older store (no kind) that holds a sweep, one that holds none, and
+    # one a user made a GenAI experiment: only the first is marked.
+    old = tracker.client.create_experiment("old")
+    Tracker(uri, "old", tmp_path / "artifacts").start_sweep("old-sweep", {}, {})
+    tracker.client.create_experiment("empty")
+    genai = tracker.client.create_experiment(
+        "genai", tags={EXPERIMENT_KIND_TAG: "genai_development"}
+    )
+    Tracker(uri, "genai", tmp_path / "artifacts").start_sweep("genai-sweep", {}, {})
+
+    assert mark_training_experiments(uri) == [old]
+    kinds = {e.name: e.tags.get(EXPERIMENT_KIND_TAG) for e in tracker.client.search_experiments()}
+    assert kinds == {
+        "tiny": TRAINING_KIND, "old": TRAINING_KIND, "empty": None,
+        "genai": "genai_development", "Default": None,
+    }  # fmt: skip
+    assert tracker.client.get_experiment(genai).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+    assert mark_training_experiments(uri) == []
+
+
+def test_latest_sweep_is_the_last_started_in_any_experiment(tmp_path):
+    uri = default_uri(tmp_path)
+    assert latest_sweep(uri) is None
+    first = Tracker(uri, "a", tmp_path / "artifacts")
+    first.start_sweep("a-sweep", {}, {})
+    time.sleep(0.01)  # start times are in milliseconds
+    second = Tracker(uri, "b", tmp_path / "artifacts")
+    run_id = second.start_sweep("b-sweep", {}, {})
+    second.start_trial("t1", {}, {})  # a trial run is no sweep
+    assert latest_sweep(uri) == SweepRef("b-sweep", second.experiment_id, run_id, False)
+    (tmp_path / "pareto.html").write_text("<html></html>")
+    second.log_sweep_artifact(tmp_path / "pareto.html")
+    assert latest_sweep(uri).has_plot
+
+
+def test_run_url_opens_the_run_in_the_training_view_of_the_ui_that_serves_it():
+    view = "?workflowType=machine_learning"
+    local = default_uri(Path("mlflow"))
+    assert run_url(local, "3", "abc") == f"http://127.0.0.1:5000/#/experiments/3/runs/abc{view}"
+    assert run_url("http://host:5001/", "3", "abc", "pareto.html") == (
+        f"http://host:5001/#/experiments/3/runs/abc/artifacts/pareto.html{view}"
+    )
+    assert serve_command(local, Path("mlflow")) == "shrink-sweep ui --store mlflow"
+    assert serve_command("http://host:5001", Path("mlflow")) == ""
