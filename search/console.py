@@ -48,10 +48,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     optuna.logging.set_verbosity(optuna.logging.INFO)
-    for name in _OWN_HANDLERS:
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
+    to_root(*_OWN_HANDLERS)
     logging.captureWarnings(True)  # warnings become log records of "py.warnings"
     global _file
     root = logging.getLogger()
@@ -67,6 +64,15 @@ def quiet_libraries(verbose: bool = False) -> None:
     _live.setFormatter(logging.Formatter(LOG_FORMAT))
     if verbose:
         root.addHandler(_live)
+
+
+def to_root(*names: str) -> None:
+    """Send the named loggers' messages to the root logger's handlers (the log file), not to
+    handlers of their own; Ray, for one, installs its own when imported."""
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
 
 
 def keep_log(path: Path) -> Path:

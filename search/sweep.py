@@ -18,7 +18,7 @@ import yaml
 
 from search.callbacks import FailureLimit, TrackingCallback
 from search.config import ConfigError, SweepConfig, config_from_dict
-from search.console import echo, keep_log, quiet_libraries
+from search.console import echo, keep_log, quiet_libraries, to_root
 from search.front import trial_metrics, update_front
 from search.paths import SweepPaths
 from search.preflight import (
@@ -174,6 +174,7 @@ def _prepare_and_start_ray(
     """
     import ray
 
+    to_root("ray")  # its token notice and Tune's messages go to the log file
     if address:
         check_ray_address(address)
     else:
