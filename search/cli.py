@@ -71,9 +71,10 @@ def _is_bad_input(err: Exception) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Run a sweep: shrink, fine-tune and score students, tracking every trial in MLflow."""
+    print(f"checking {args.space}", flush=True)  # the first line, before the slow imports
+    config, raw = load_space(args.space, _overrides(args))
     from search.sweep import resume_sweep, run_sweep
 
-    config, raw = load_space(args.space, _overrides(args))
     where = {
         "store": args.store,
         "tracking_uri": args.tracking_uri,
@@ -82,13 +83,17 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.resume:
         sweep = None if args.resume == LATEST else args.resume
-        summary = resume_sweep(config.name, sweep, **where)
+        summary = resume_sweep(config.name, sweep, **where, verbose=args.verbose)
     else:
-        summary = run_sweep(config, raw, **where, optuna_storage=args.optuna_storage)
+        summary = run_sweep(
+            config, raw, **where, optuna_storage=args.optuna_storage, verbose=args.verbose
+        )
     print(f"\nsweep {summary.sweep}: {summary.finished} finished, {summary.failed} failed")
     _print_front(summary.front, config)
     print(f"hypervolume {summary.hypervolume:.6g}")
-    print(f"look at it: shrink-sweep ui --store {args.store}   (run {summary.sweep_run_id})")
+    print(f"its Pareto plot: {summary.plot_url}")
+    if summary.ui_command:
+        print(f"serve the MLflow UI for it: {summary.ui_command}")
     if summary.message:
         print(f"shrink-sweep: {summary.message}", file=sys.stderr)
     if summary.outcome == "stopped":
@@ -295,6 +300,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-failures", type=int, metavar="N",
         help="stop the sweep once N trials failed (default: a quarter of the trials, at least 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="also show the libraries' messages and warnings (always kept in the store's logs/)",
     )  # fmt: skip
 
     p = _command(commands, "validate", validate)

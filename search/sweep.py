@@ -33,6 +33,8 @@ from search.tracking import (
     check_store,
     check_study_storage,
     resolve_uri,
+    run_url,
+    serve_command,
     shown_url,
 )
 from search.tuner import run_trials
@@ -66,6 +68,8 @@ class SweepSummary:
     front: list[dict[str, Any]]
     hypervolume: float
     message: str = ""
+    plot_url: str = ""  # the sweep's Pareto plot in the MLflow UI
+    ui_command: str = ""  # what serves that UI; empty for a tracking server
 
 
 def run_sweep(
@@ -253,8 +257,18 @@ def _close(run: SweepRun, outcome: str, message: str = "") -> SweepSummary:
     tracker.end_sweep(outcome)
     failed = len(tracker.trial_rows("failed"))
     front = [r for r in rows if r["on_front"]]
+    plot = run_url(tracker.uri, tracker.experiment_id, tracker.sweep_run_id, "pareto.html")
     return SweepSummary(
-        run.name, tracker.sweep_run_id, outcome, len(rows), failed, front, hv, message
+        run.name,
+        tracker.sweep_run_id,
+        outcome,
+        len(rows),
+        failed,
+        front,
+        hv,
+        message,
+        plot,
+        serve_command(tracker.uri, run.paths.store),
     )
 
 

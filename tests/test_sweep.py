@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,10 +53,17 @@ def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
     done = shrink_sweep("run", str(space), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Pareto front (" in done.stdout
+    assert_progress_to_a_pipe(done.stdout, done.stderr, tmp_path / "mlflow")
 
     store = tmp_path / "mlflow"
     client, parent, children = sweep_runs(store)
     assert parent.info.status == "FINISHED"
+    run_page = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    plot = f"http://127.0.0.1:5000/{run_page}/artifacts/pareto.html?workflowType=machine_learning"
+    assert (
+        f"its Pareto plot: {plot}\nserve the MLflow UI for it: shrink-sweep ui --store mlflow\n"
+        in (done.stdout)
+    )
     assert parent.data.metrics["prepare_seconds"] > 0
     assert parent.data.metrics["ray_start_seconds"] > 0
     assert len(children) == 2
@@ -100,6 +108,26 @@ def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
     assert shown.returncode == 0, shown.stderr
     assert f"Pareto front ({len(on_front)} trials)" in shown.stdout
     assert (tmp_path / "front.html").stat().st_size == artifacts["pareto.html"].file_size
+
+
+def assert_progress_to_a_pipe(stdout: str, stderr: str, store: Path) -> None:
+    """The phases first, then plain status lines with each running trial's step and an ETA
+    (one before the first trial ends), the trials' ends; the libraries' notices only in the
+    sweep's log file."""
+    lines = stdout.splitlines()
+    phases = ["checking ", "checking the model", "loading the model and tokenizing 200 training"]
+    phases += ["ready: model and data in", "sweep tiny-", "library messages and warnings: "]
+    assert [line[: len(p)] for line, p in zip(lines, phases, strict=False)] == phases, lines[:6]
+    first_end = next(i for i, line in enumerate(lines) if line.startswith("[1/2] trial"))
+    status = [i for i, line in enumerate(lines) if re.search(r" step \d+/8 loss ", line)]
+    assert status and status[0] < first_end, lines
+    assert any(re.search(r"\| ETA (\d+m)?\d+s$", lines[i]) for i in status), lines
+    assert any(re.match(r"trial \w+ started: 4\+3 sft", line) for line in lines)
+    notices = ("Token authentication", "INFO mlflow", "Warning", "alembic", "Traceback")
+    assert [n for n in notices if n in stdout + stderr] == []
+    (log,) = (store / "logs").iterdir()
+    assert lines[5].endswith(str(log))
+    assert "Creating initial MLflow database tables" in log.read_text()
 
 
 @pytest.mark.slow
