@@ -94,9 +94,26 @@ def measure(table: Path, space: Path, recipes: list[str], jobs: int) -> list[dic
     return read_rows(table)
 
 
+def kd_rows() -> list[dict[str, str]]:
+    """The `kd` recipe's rows, from the learning-curve table: the default recipe that table
+    was measured with (`distill: 0.5`, gold labels), at the end of the budget, `sft` layers."""
+    from bench.learning_curves import TABLE as CURVES
+
+    students = {f"{e},{d}" for e, d in STUDENTS}
+    return [
+        {**r, "recipe": "kd"}
+        for r in read_rows(CURVES)
+        if r["strategy"] == "sft"
+        and r["step"] == "500"
+        and f"{r['encoder']},{r['decoder']}" in students
+    ]
+
+
 def show(rows: list[dict[str, str]]) -> None:
     """Print ROUGE-L per student and recipe, and as a share of the full model's under the same
-    recipe."""
+    recipe (`kd` from the learning-curve table unless measured here)."""
+    if not any(r["recipe"] == "kd" for r in rows):
+        rows = [*rows, *kd_rows()]
     score = {(int(r["encoder"]), int(r["decoder"]), r["recipe"]): float(r["rougeL"]) for r in rows}
     recipes = [r for r in RECIPES if any(key[2] == r for key in score)]
     print("student  params  " + "  ".join(f"{r:>15}" for r in recipes))
