@@ -87,10 +87,10 @@ def _pseudo_labeled(
             left = seconds / done * (total - done)
             echo(progress, f"pseudo-labels: {done:,}/{total:,} sources, {left:.0f} s to go")
 
-    labeled, cached = add_pseudo_labels(
+    labeled, source = add_pseudo_labels(
         data, model, tokenizer, base.files, config.data, config.decoding, cache, report
     )
-    where = f"from {cache}" if cached else "generated"
+    where = f"read from {source}" if source else f"generated, kept in {cache}"
     echo(progress, f"pseudo-labels: {len(labeled.pseudo_sources):,} sources, {where}")
     return labeled
 

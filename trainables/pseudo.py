@@ -99,7 +99,7 @@ def add_pseudo_labels(
     decoding: DecodingConfig,
     cache: Path | None,
     progress: Progress | None = None,
-) -> tuple[TokenizedData, bool]:
+) -> tuple[TokenizedData, Path | None]:
     """The data with pseudo-labels for `config.pseudo_examples` training sources, read from
     `cache` when they were made before, else generated (and kept there).
 
@@ -114,21 +114,26 @@ def add_pseudo_labels(
         progress: Told of generation progress.
 
     Returns:
-        The data with `pseudo_sources` and `pseudo_labels`, and whether the cache (or the
-        shipped demo labels, `SHIPPED`) had them.
+        The data with `pseudo_sources` and `pseudo_labels`, and the file they were read from
+        (in the cache, or the shipped demo labels `SHIPPED`), None if they were generated.
     """
     indices = pseudo_sources(len(data.train_input_ids), config.pseudo_examples)
     sources = data.train_input_ids.take(indices)
     name = f"{cache_key(model_files, sources, decoding, config.max_target_length)}.json"
     path = cache / name if cache is not None else None
-    texts = _read_cached(path, len(indices)) or _read_cached(SHIPPED / name, len(indices))
-    cached = texts is not None
+    texts, source = None, None
+    for candidate in (path, SHIPPED / name):
+        texts = _read_cached(candidate, len(indices))
+        if texts is not None:
+            source = candidate
+            break
     if texts is None:
         texts = generate_texts(model, tokenizer, sources, decoding, progress)
         if path is not None:
             _write_atomically(path, {"sources": len(texts), "texts": texts})
     labels = tokenize_targets(texts, tokenizer, config)
-    return dataclasses.replace(data, pseudo_sources=indices, pseudo_labels=labels), cached
+    labeled = dataclasses.replace(data, pseudo_sources=indices, pseudo_labels=labels)
+    return labeled, source
 
 
 def _read_cached(path: Path | None, count: int) -> list[str] | None:
