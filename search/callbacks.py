@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class TrackingCallback(_tune_base("Callback")):
         self.ended: set[str] = set(self.finished_before)
         self.front_size, self.hypervolume = 0, 0.0
         self.slots = 1  # trials that run at once; set by the tuner
+        self.before_end: Callable[[str], None] | None = None  # the progress view's, if shown
         _LIVE[sweep] = self
 
     def __reduce__(self) -> tuple:
@@ -165,6 +166,8 @@ class TrackingCallback(_tune_base("Callback")):
         return self.runs[trial.trial_id]
 
     def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
+        if self.before_end is not None:
+            self.before_end(trial.trial_id)
         self.outcomes[outcome] += 1
         self.ended.add(trial.trial_id)
         rows, hv = update_front(self.tracker, self.config, self.parent_params)

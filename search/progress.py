@@ -168,6 +168,7 @@ class ProgressView:
         self.console = console or Console()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._shown: set[str] = set()  # trials a plain line has shown
 
     def __enter__(self) -> ProgressView:
         self._thread.start()
@@ -195,7 +196,19 @@ class ProgressView:
             first_eta = not eta_shown and eta_seconds(status) is not None
             if status.running and (now - printed >= PLAIN_SECONDS or first_eta):
                 printed, eta_shown = now, eta_shown or first_eta
-                print(plain_line(status), flush=True)
+                self._print(status)
+
+    def trial_ending(self, trial_id: str) -> None:
+        """Called as a trial ends, before its line: off a terminal, a trial that ended between
+        two plain lines gets one now, so every trial's steps are shown before its end."""
+        if not self.console.is_terminal and trial_id not in self._shown:
+            status = self._read()
+            if trial_id in status.running:
+                self._print(status)
+
+    def _print(self, status: SweepStatus) -> None:
+        self._shown.update(status.running)
+        print(plain_line(status), flush=True)
 
     def _run_live(self) -> None:
         from rich.live import Live

@@ -55,7 +55,10 @@ def run_trials(
     def read_steps() -> dict:
         return ray.get(board.snapshot.remote(), timeout=10)
 
-    view = ProgressView(read_steps, callback.status) if callback.progress else nullcontext()
+    view = nullcontext()
+    if callback.progress:
+        view = ProgressView(read_steps, callback.status)
+        callback.before_end = view.trial_ending
     with view:
         tuner.fit()
 

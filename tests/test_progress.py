@@ -104,3 +104,13 @@ def test_off_a_terminal_it_prints_plain_lines_and_survives_a_failing_board(capsy
     assert len(calls) >= 2
     assert len(lines) == 1  # at most one line per PLAIN_SECONDS
     assert lines[0].endswith("| front 1, hypervolume 3.3e+07 | ETA 8m45s")
+
+
+def test_off_a_terminal_a_trial_ending_between_lines_is_shown_first(capsys):
+    console = Console(file=io.StringIO(), force_terminal=False)
+    view = ProgressView(lambda: dict(RUNNING), lambda steps: status(running=steps), console)
+    view.trial_ending("a1")  # ended before the view's first line: shown now
+    view.trial_ending("a1")  # once is enough
+    view.trial_ending("gone")  # not on the board: nothing to show
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "a1 2+3 sft step 100/500" in line
