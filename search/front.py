@@ -162,7 +162,7 @@ def _log_front_artifacts(
 ) -> None:
     from search.plot import pareto_figure, write_pareto_html
 
-    y, x = config.objectives[0], config.objectives[1]
+    y, x = config.objectives[0], config.objectives[min(1, len(config.objectives) - 1)]
     third = config.objectives[2].metric if len(config.objectives) > 2 else None
     objectives = objective_pairs(config)
     knee_row = knee([[row[m] for m, _ in objectives] for row in rows], [m for _, m in objectives])

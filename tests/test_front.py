@@ -120,6 +120,20 @@ def test_update_front_keeps_every_weight_unless_told_and_is_empty_without_rows(t
     assert tracker.metrics == [] and tracker.artifacts == {}
 
 
+def test_one_objective_or_three_each_get_a_plot():
+    one = sweep_config(objectives=[{"metric": "params", "mode": "min"}])
+    tracker = FakeTracker(trial_rows())
+    rows, _ = update_front(tracker, one, 500)
+    assert [r["trial"] for r in rows if r["on_front"]] == ["e"]  # 50 parameters
+    assert "params (min)" in tracker.artifacts["pareto.html"]
+    three = [{"metric": "rougeL", "mode": "max"}, {"metric": "params", "mode": "min"}]
+    three.append({"metric": "latency_ms", "mode": "min"})
+    timed = [{**row, "latency_ms": 10.0 + i} for i, row in enumerate(trial_rows()[:4])]
+    tracker = FakeTracker(timed)
+    update_front(tracker, sweep_config(objectives=three), 500)
+    assert '"colorbar":{"title":{"text":"latency_ms"}}' in tracker.artifacts["pareto.html"]
+
+
 def test_write_front_csv_puts_the_front_first_and_keeps_extra_columns(tmp_path):
     rows = [
         {"trial": "b", "on_front": False, "rougeL": 1.0, "run_id": "x", "seed": 3},
