@@ -44,6 +44,9 @@ from search.tuner import make_sampler
 SAMPLERS = ("random", "tpe", "gp", "nsga2")
 SCHEDULERS = ("fifo", "asha")
 TARGET = 0.95  # of the whole table's hypervolume
+# The trade-off a user ships: this share of the full model's ROUGE-L at no more than this share
+# of its parameters (issue 14's bar for the default sweep).
+TRADE_OFF = (0.90, 0.60)
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,24 @@ def replay(
     return out
 
 
+def holds_trade_off(run: Replay, full: tuple[float, float]) -> bool:
+    """Whether a finished student of the sweep clears `TRADE_OFF` of the `full` model's
+    (ROUGE-L, parameters)."""
+    score, size = full
+    return any(r >= TRADE_OFF[0] * score and p <= TRADE_OFF[1] * size for r, p in run.points)
+
+
+def trade_off_students(curves: Curves) -> list[Student]:
+    """The table's students that clear `TRADE_OFF` of its largest one."""
+    full = final(curves[max(curves, key=lambda k: (k[0], k[1]))])
+    return [key for key, curve in curves.items() if holds_trade_off(Replay([final(curve)]), full)]
+
+
+def final(curve: Curve) -> tuple[float, float]:
+    """A student's final (ROUGE-L, parameters)."""
+    return curve.checkpoints[curve.budget].rouge, curve.params
+
+
 def space_curves(curves: Curves, config: SweepConfig) -> Curves:
     """The table's students that the sweep's space can propose: its strategies' rows."""
     wanted = set(param_values(config.layers.strategy))
@@ -238,8 +259,7 @@ def space_curves(curves: Curves, config: SweepConfig) -> Curves:
 
 def table_hypervolume(curves: Curves, reference: list[float]) -> float:
     """The best any search of the table can reach: the front of every student's final score."""
-    finals = [(c.checkpoints[c.budget].rouge, c.params) for c in curves.values()]
-    return hypervolume(finals, ["max", "min"], reference)
+    return hypervolume([final(c) for c in curves.values()], ["max", "min"], reference)
 
 
 def with_choice(config: SweepConfig, sampler: str, scheduler: str, seed: int) -> SweepConfig:
@@ -270,7 +290,11 @@ def main(argv: list[str] | None = None) -> None:
     reference = reference_point(config, int(curves[parent].params))
     best = table_hypervolume(curves, reference)
     print(f"{len(curves)} students ({', '.join(strategies)}); table hypervolume {best:.4g}")
-    report(config, curves, args, reference, best)
+    clearing = ", ".join(f"{e}+{d} {s}" for e, d, s in trade_off_students(curves)) or "none"
+    score, size = TRADE_OFF
+    print(f"students at >= {score:.0%} of the full model's ROUGE-L with <= {size:.0%} of its "
+          f"parameters (column 'trade-off': seeds whose front holds one): {clearing}")  # fmt: skip
+    report(config, curves, args, reference, best, final(curves[parent]))
 
 
 def report(
@@ -279,15 +303,17 @@ def report(
     args: argparse.Namespace,
     reference: list[float],
     best: float,
+    full: tuple[float, float],
 ) -> None:
     """Print, per workers x sampler x scheduler, the compute to reach TARGET of the table's
-    hypervolume (mean and spread over seeds, and as a share of random search with fifo) and
-    the final hypervolume share; then, per sampler, what asha saves on fifo's very trials."""
+    hypervolume (mean and spread over seeds, and as a share of random search with fifo), the
+    final hypervolume share and how many seeds found a `TRADE_OFF` student; then, per sampler,
+    what asha saves on fifo's very trials."""
     for workers in args.workers or [2, 8]:
         print(f"\n{workers} workers, {args.trials} trials, {args.seeds} seeds")
         print(
             "sampler  scheduler  reached  compute-to-0.95 (h)  sd     vs random/fifo"
-            "  final hv  spent (h)  wall (h)  stopped  repeats"
+            "  final hv  spent (h)  wall (h)  stopped  repeats  trade-off"
         )
         baseline = None
         fifo_runs: dict[str, list[Replay]] = {}
@@ -300,7 +326,7 @@ def report(
                 ]  # fmt: skip
                 if scheduler == "fifo":
                     fifo_runs[sampler] = runs
-                row = summarize(runs, best)
+                row = summarize(runs, best, full)
                 if sampler == "random" and scheduler == "fifo":
                     baseline = row["mean"]
                 ratio = row["mean"] / baseline if baseline else math.nan
@@ -308,6 +334,7 @@ def report(
                     f"{sampler:8} {scheduler:9}  {row['reached']:>7}  {row['mean']:19.2f}"
                     f"  {row['sd']:5.2f}  {ratio:14.3f}  {row['final']:8.3f}  {row['spent']:9.2f}"
                     f"  {row['wall']:8.2f}  {row['stopped']:7.1f}  {row['repeats']:7.1f}"
+                    f"  {row['trade_off']:>9}"
                 )
         if fifo_runs and "asha" in (args.schedulers or SCHEDULERS):
             report_same_trials(config, curves, workers, fifo_runs, reference)
@@ -337,11 +364,11 @@ def report_same_trials(
         )
 
 
-def summarize(runs: list[Replay], best: float) -> dict[str, Any]:
+def summarize(runs: list[Replay], best: float, full: tuple[float, float]) -> dict[str, Any]:
     """Over seeds: how many reached TARGET of `best`, the hours of trial compute they needed
     (mean and spread, over those that reached it), the final hypervolume share, the hours
-    spent in all and from first start to last end, trials stopped and proposals answered as
-    repeats."""
+    spent in all and from first start to last end, trials stopped, proposals answered as
+    repeats, and how many fronts hold a `TRADE_OFF` student of the `full` model."""
     needed = [r.compute_to(TARGET * best) / 3600 for r in runs]
     reached = [n for n in needed if math.isfinite(n)]
     return {
@@ -353,6 +380,7 @@ def summarize(runs: list[Replay], best: float) -> dict[str, Any]:
         "wall": statistics.mean(r.makespan / 3600 for r in runs),
         "stopped": statistics.mean(r.stopped for r in runs),
         "repeats": statistics.mean(r.repeats for r in runs),
+        "trade_off": f"{sum(holds_trade_off(r, full) for r in runs)}/{len(runs)}",
     }
 
 

@@ -4,6 +4,7 @@ clock, its compute and its stopping must be right before its ratios mean anythin
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -17,6 +18,7 @@ from bench.simulate import (
     stages,
     summarize,
     table_hypervolume,
+    trade_off_students,
     with_choice,
 )
 from search.config import config_from_dict
@@ -149,7 +151,9 @@ def test_the_summary_averages_the_seeds_that_reached_the_target():
     reached = Replay(trace=[(3600.0, 0.5), (7200.0, 0.96)], compute=7200.0, stopped=1, repeats=2)
     also = Replay(trace=[(10800.0, 0.97)], compute=10800.0, makespan=5400.0, stopped=3)
     never = Replay(trace=[(3600.0, 0.9)], compute=3600.0, makespan=1800.0, repeats=4)
-    row = summarize([reached, also, never], best=1.0)
+    reached.points = [(30.0, 100.0), (27.5, 60.0)]  # 92% of the score at 60% of the size
+    also.points = [(30.0, 100.0), (26.9, 60.0), (27.5, 61.0)]  # each just misses
+    row = summarize([reached, also, never], best=1.0, full=(30.0, 100.0))
     assert row["reached"] == "2/3"
     assert row["mean"] == pytest.approx(2.5)  # hours: 2 and 3
     assert row["sd"] == pytest.approx(math.sqrt(0.5))
@@ -158,6 +162,18 @@ def test_the_summary_averages_the_seeds_that_reached_the_target():
     assert row["spent"] == pytest.approx(2.0)  # hours, every seed: (2 + 3 + 1) / 3
     assert row["repeats"] == pytest.approx(2.0)
     assert row["wall"] == pytest.approx(2 / 3)  # hours: (0 + 1.5 + 0.5) / 3
+    assert row["trade_off"] == "1/3"
+
+
+def test_the_trade_off_students_clear_90_percent_of_the_full_score_at_60_percent_of_its_size(
+    curves,
+):
+    # The full 2+2 scores 31 at 400 parameters: 2+1 scores 29 but at 75% of the size, 1+1 is
+    # small enough (50%) but scores 22.5. At 28 (90.3%) and 240 parameters (60%) it clears.
+    assert trade_off_students(curves) == []
+    one = curves[(1, 1, "sft")]
+    cleared = replace(one, params=240.0, checkpoints={27: replace(one.checkpoints[27], rouge=28.0)})
+    assert trade_off_students({**curves, (1, 1, "sft"): cleared}) == [(1, 1, "sft")]
 
 
 def test_given_students_a_replay_runs_exactly_those_in_order_under_its_own_scheduler(curves):
