@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +95,32 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+Row = dict[str, Any]
+
+
+def measure_in_pool(
+    table: Path,
+    todo: Sequence[tuple],
+    measure: Callable[..., Row | list[Row]],
+    describe: Callable[[list[Row]], str],
+    jobs: int,
+    setup: tuple[Callable[..., None], tuple],
+) -> None:
+    """Run `measure(*task)` for every task of `todo`, `jobs` at a time in spawned processes
+    (each prepared once by `setup`: a function and its arguments), appending a task's row(s)
+    to `table` as soon as it finishes, so an interrupted run resumes where it stopped, and
+    printing `describe(rows)`."""
+    initializer, initargs = setup
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=initializer, initargs=initargs
+    ) as pool:
+        futures = [pool.submit(measure, *task) for task in todo]
+        for future in as_completed(futures):
+            result = future.result()
+            rows = result if isinstance(result, list) else [result]
+            for row in rows:
+                append_row(table, row)
+            print(describe(rows), flush=True)

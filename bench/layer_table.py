@@ -13,16 +13,14 @@ resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     DEFAULT_SPACE,
     REPO,
-    append_row,
+    measure_in_pool,
     prepare_default,
     read_rows,
     run_plain,
@@ -66,22 +64,20 @@ def measure_table(
     config = load_config(space, overrides)
     n_enc, n_dec = layer_counts(load_model_config(config.model))
     done = {(int(r["encoder"]), int(r["decoder"])) for r in read_rows(table)}
-    todo = [(e, d) for e in range(n_enc, 0, -1) for d in range(n_dec, 0, -1) if (e, d) not in done]
+    pairs = [(e, d) for e in range(n_enc, 0, -1) for d in range(n_dec, 0, -1)]
+    todo = [(e, d, strategy) for e, d in pairs if (e, d) not in done]
     print(f"{len(done)} pairs measured, {len(todo)} to go, {jobs} at a time", flush=True)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(str(space), overrides)
-    ) as pool:
-        futures = [pool.submit(_measure, e, d, strategy) for e, d in todo]
-        for future in as_completed(futures):
-            row = future.result()
-            append_row(table, row)
-            print(
-                f"{row['encoder']}+{row['decoder']}: ROUGE-L {row['rougeL']:.2f}, "
-                f"{row['params'] / 1e6:.2f}M params, {row['trial_seconds']:.0f} s",
-                flush=True,
-            )
+    setup = (_init_worker, (str(space), overrides))
+    measure_in_pool(table, todo, _measure, _describe, jobs, setup)
     return read_rows(table)
+
+
+def _describe(rows: list[dict[str, Any]]) -> str:
+    (row,) = rows
+    return (
+        f"{row['encoder']}+{row['decoder']}: ROUGE-L {row['rougeL']:.2f}, "
+        f"{row['params'] / 1e6:.2f}M params, {row['trial_seconds']:.0f} s"
+    )
 
 
 def show(rows: list[dict[str, str]]) -> None:

@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEFAULT_SPACE, REPO, append_row, prepare_default, read_rows, trial_config
+from bench.common import (
+    DEFAULT_SPACE,
+    REPO,
+    measure_in_pool,
+    prepare_default,
+    read_rows,
+    trial_config,
+)
 from search.config import load_config
 from search.halving import rung_steps
 from trainables.config import RungConfig
@@ -133,22 +138,17 @@ def measure(
         if (e, d, s) not in done and (only is None or (e, d) in only)
     ]
     print(f"{len(done)} students measured, {len(todo)} to go, {jobs} at a time", flush=True)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(str(space), overrides)
-    ) as pool:
-        futures = [pool.submit(_measure, *student) for student in todo]
-        for future in as_completed(futures):
-            rows = future.result()
-            for row in rows:
-                append_row(table, row)
-            last = rows[-1]
-            print(
-                f"{last['strategy']} {last['encoder']}+{last['decoder']}: ROUGE-L "
-                + " / ".join(f"{r['rougeL']:.2f}" for r in rows)
-                + f" at steps {[r['step'] for r in rows]}, {last['train_seconds']:.0f} s training",
-                flush=True,
-            )
+    setup = (_init_worker, (str(space), overrides))
+    measure_in_pool(table, todo, _measure, _describe, jobs, setup)
+
+
+def _describe(rows: list[dict[str, Any]]) -> str:
+    last = rows[-1]
+    return (
+        f"{last['strategy']} {last['encoder']}+{last['decoder']}: ROUGE-L "
+        + " / ".join(f"{r['rougeL']:.2f}" for r in rows)
+        + f" at steps {[r['step'] for r in rows]}, {last['train_seconds']:.0f} s training"
+    )
 
 
 def show(rows: list[dict[str, str]]) -> None:

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEFAULT_SPACE, REPO, append_row, prepare_default, read_rows, run_plain
+from bench.common import (
+    DEFAULT_SPACE,
+    REPO,
+    measure_in_pool,
+    prepare_default,
+    read_rows,
+    run_plain,
+)
 from bench.common import trial_config as default_trial
 
 TABLE = REPO / "bench" / "recipes.csv"
@@ -78,20 +83,16 @@ def measure(table: Path, space: Path, recipes: list[str], jobs: int) -> list[dic
     done = {(int(r["encoder"]), int(r["decoder"]), r["recipe"]) for r in read_rows(table)}
     todo = [(e, d, r) for r in recipes for e, d in STUDENTS if (e, d, r) not in done]
     print(f"{len(done)} measured, {len(todo)} to go, {jobs} at a time", flush=True)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(str(space),)
-    ) as pool:
-        futures = [pool.submit(_measure, *task) for task in todo]
-        for future in as_completed(futures):
-            row = future.result()
-            append_row(table, row)
-            print(
-                f"{row['encoder']}+{row['decoder']} {row['recipe']}: ROUGE-L "
-                f"{row['rougeL']:.2f}, {row['trial_seconds']:.0f} s",
-                flush=True,
-            )
+    measure_in_pool(table, todo, _measure, _describe, jobs, (_init_worker, (str(space),)))
     return read_rows(table)
+
+
+def _describe(rows: list[dict[str, Any]]) -> str:
+    (row,) = rows
+    return (
+        f"{row['encoder']}+{row['decoder']} {row['recipe']}: ROUGE-L "
+        f"{row['rougeL']:.2f}, {row['trial_seconds']:.0f} s"
+    )
 
 
 def kd_rows() -> list[dict[str, str]]:

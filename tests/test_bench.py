@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.common import append_row, fixed_train_values, read_rows
+from bench.common import append_row, fixed_train_values, measure_in_pool, read_rows
 from bench.int8 import agreement, turn_order
 from bench.overhead import parse_students, report, schedule
 from bench.search import compare, load_table, search_hypervolume
@@ -68,6 +68,32 @@ def test_tables_round_trip_and_an_empty_table_says_how_to_make_one(tmp_path):
     assert len(read_rows(path)) == 9
     assert load_table(path) == (TABLE, "sft")
     assert next(csv.reader(path.open())) == ["encoder", "decoder", "strategy", "rougeL", "params"]
+
+
+_WORKER_NAME = "not set up"
+
+
+def _set_up_worker(name: str) -> None:
+    global _WORKER_NAME
+    _WORKER_NAME = name
+
+
+def _measure_square(n: int) -> dict | list[dict]:
+    """One row per task, two for task 3 (as a learning curve gives a row per checkpoint)."""
+    row = {"n": n, "square": n * n, "worker": _WORKER_NAME}
+    return [row, {**row, "square": -1}] if n == 3 else row
+
+
+def test_the_pool_appends_each_tasks_rows_as_it_finishes_from_set_up_workers(tmp_path, capsys):
+    table = tmp_path / "table.csv"
+    append_row(table, {"n": 1, "square": 1, "worker": "earlier run"})  # a resumed table
+    describe = lambda rows: f"n={rows[0]['n']}: {len(rows)} row(s)"  # noqa: E731
+    setup = (_set_up_worker, ("bench",))
+    measure_in_pool(table, [(2,), (3,)], _measure_square, describe, 1, setup)
+    rows = sorted((r["n"], r["square"], r["worker"]) for r in read_rows(table))
+    assert rows == [("1", "1", "earlier run"), ("2", "4", "bench"), ("3", "-1", "bench"),
+                    ("3", "9", "bench")]  # fmt: skip
+    assert sorted(capsys.readouterr().out.splitlines()) == ["n=2: 1 row(s)", "n=3: 2 row(s)"]
 
 
 def test_benchmarks_refuse_a_searched_training_setting():
