@@ -82,3 +82,15 @@ def tiny_t5_path(tmp_path_factory) -> Path:
 def tiny_bart_path(tmp_path_factory) -> Path:
     """A tiny 4+3-layer BART saved with its tokenizer."""
     return tiny_bart_dir(tmp_path_factory.mktemp("models") / "bart", layers=(4, 3))
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep_store(tmp_path_factory, tiny_t5_path) -> Path:
+    """The MLflow store of a finished two-trial tiny sweep, run as a user runs it; read, never
+    changed, by the tests of what serves it (the MLflow UI, optuna-dashboard)."""
+    from test_sweep import shrink_sweep, write_space
+
+    root = tmp_path_factory.mktemp("tiny-sweep")
+    done = shrink_sweep("run", str(write_space(root, tiny_t5_path)), cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "mlflow"

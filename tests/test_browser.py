@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
-from test_sweep import shrink_sweep, sweep_runs, write_space
+from test_sweep import sweep_runs
 
 from search.plot import KNEE_NAME
 from search.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, TRAINING_VIEW
@@ -53,12 +53,9 @@ MARKERS_PER_TRACE = """layer => Object.fromEntries(Array.from(layer.querySelecto
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, tiny_t5_path: Path) -> Path:
-    """The MLflow store of a finished two-trial sweep, run as a user runs it."""
-    root = tmp_path_factory.mktemp("browser")
-    done = shrink_sweep("run", str(write_space(root, tiny_t5_path)), cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root / "mlflow"
+def store(tiny_sweep_store: Path) -> Path:
+    """The store of the tiny sweep the slow tests share (conftest.py)."""
+    return tiny_sweep_store
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
-from test_sweep import shrink_sweep, sweep_runs, write_space
+from test_sweep import sweep_runs
 
 from search.paths import SweepPaths
 
@@ -22,11 +22,9 @@ pytestmark = pytest.mark.slow  # a real sweep, through Ray
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, tiny_t5_path: Path) -> Path:
-    root = tmp_path_factory.mktemp("dashboard")
-    done = shrink_sweep("run", str(write_space(root, tiny_t5_path)), cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root / "mlflow"
+def store(tiny_sweep_store: Path) -> Path:
+    """The store of the tiny sweep the slow tests share (conftest.py)."""
+    return tiny_sweep_store
 
 
 def get(app: Any, path: str, query: str = "") -> tuple[str, bytes]:

@@ -28,13 +28,17 @@ def write_space(directory: Path, model: Path, **changes) -> Path:
     return path
 
 
-def shrink_sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def shrink_sweep(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """`shrink-sweep ARGS` in `cwd`, as a user runs it; its output captured."""
     return subprocess.run(
         [sys.executable, "-m", "search.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -153,14 +157,7 @@ def test_the_default_sweep_runs_offline_and_shows_the_trade_off(tmp_path):
     """The README's first command: the shipped space.yaml, the demo teacher and data."""
     shutil.copy(REPO / "space.yaml", tmp_path / "space.yaml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "search.cli", "run"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env=env,
-    )
+    done = shrink_sweep("run", cwd=tmp_path, env=env, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     _, parent, children = sweep_runs(tmp_path / "mlflow", "debian-demo")
     assert len(children) == 6
@@ -179,14 +176,7 @@ def test_the_default_sweep_runs_offline_and_shows_the_trade_off(tmp_path):
     assert full[0].data.metrics["rougeL"] > 25  # the lead baseline scores 23 on test
 
     # The export scores the knee on the held-out test split too, all 2,662 pairs by default.
-    done = subprocess.run(
-        [sys.executable, "-m", "search.cli", "export"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env=env,
-    )
+    done = shrink_sweep("export", cwd=tmp_path, env=env, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     for model in ("fp32", "int8"):
         assert f"scoring {model} on 2,662 pairs of the 'test' split (held out)" in done.stdout
