@@ -1,10 +1,10 @@
 """Constraints on a trial's metrics (`constraints:` in space.yaml), as Optuna counts them.
 
 Each constraint gives one value per trial: at most 0 when it is kept, the amount by which it is
-broken otherwise (Optuna's `constraints_func` convention). Parameter counts are known from the
-configuration before any training (`trainables.shrink.student_size`), so a proposal that breaks
-a bound on them never trains; bounds on other metrics (ROUGE, size, latency) are checked when
-the trial has finished. Pure: no Optuna, no Ray.
+broken otherwise (Optuna's convention), told to Optuna with `Trial.set_constraint`. Parameter
+counts are known from the configuration before any training (`trainables.shrink.student_size`),
+so a proposal that breaks a bound on them never trains; bounds on other metrics (ROUGE, size,
+latency) are checked when the trial has finished. No Optuna import, no Ray.
 """
 
 from __future__ import annotations
@@ -17,13 +17,22 @@ from search.config import ConstraintConfig
 
 # Metrics known from the configuration alone, before a trial trains.
 KNOWN_BEFORE_TRAINING = ("params", "params_non_embedding")
-VIOLATIONS_ATTR = "constraint_violations"  # the Optuna user attribute that holds them
+UNREPORTED = 1e300  # the violation told to Optuna for a metric a trial never reported
 
 
-def stored_violations(trial: Any) -> Sequence[float]:
-    """Optuna's `constraints_func`: the violations the searcher stored on the trial (a module
-    function, so that a sampler pickles with the searcher's state)."""
-    return trial.user_attrs.get(VIOLATIONS_ATTR, ())
+def tell_violations(
+    trial: Any, constraints: Sequence[ConstraintConfig], broken: Sequence[float]
+) -> None:
+    """Tell an Optuna `trial` the violation of each constraint (`violations`), under a name of
+    each (`constraint_names`); the samplers that take constraints read them from the trial. An
+    infinite violation (a metric never reported) is told as a huge finite one."""
+    for name, value in zip(constraint_names(constraints), broken, strict=True):
+        trial.set_constraint(name, value if math.isfinite(value) else UNREPORTED)
+
+
+def constraint_names(constraints: Sequence[ConstraintConfig]) -> list[str]:
+    """A name for each constraint, the same in every trial: its place and metric (`0:params`)."""
+    return [f"{i}:{c.metric}" for i, c in enumerate(constraints)]
 
 
 def violations(constraints: Sequence[ConstraintConfig], metrics: Mapping[str, Any]) -> list[float]:

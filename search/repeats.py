@@ -56,9 +56,11 @@ def answer_repeat(study: Any, trial: Any) -> bool:
 
 def tell_repeat(study: Any, trial: Any, first: FrozenTrial) -> None:
     """Tell `study` that its running `trial` repeats `first`: what `first` measured, with its
-    other user attributes (a constraint's violations among them)."""
+    constraints' violations and other user attributes."""
     for key, value in first.user_attrs.items():
         if key not in (STOPPED_AT_ATTR, REPEAT_OF_ATTR):
             trial.set_user_attr(key, value)
+    for name, value in first.constraints.items():
+        trial.set_constraint(name, value)
     trial.set_user_attr(REPEAT_OF_ATTR, first.number)
     study.tell(trial, measured_values(first))

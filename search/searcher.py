@@ -7,7 +7,6 @@ Imports Ray; runs in the driver's process.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,10 +14,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.config import ConstraintConfig, ObjectiveConfig
 from search.constraints import (
-    VIOLATIONS_ATTR,
     before_training,
     describe,
     feasible,
+    tell_violations,
     violations,
 )
 from search.preflight import Prepared
@@ -111,12 +110,12 @@ class SweepSearch(OptunaSearch):
     def _reject(self, trial_id: str, proposal: dict[str, Any], known: dict[str, float]) -> None:
         ot_trial = self._ot_trials.pop(trial_id)
         checked = {c.metric for c in before_training(self.constraints)}
-        ot_trial.set_user_attr(
-            VIOLATIONS_ATTR,
-            [v if c.metric in checked else 0.0 for c, v in zip(
-                self.constraints, violations(self.constraints, known), strict=True
-            )],
-        )  # fmt: skip
+        # A metric measured in training is not broken yet: only the ones known now count.
+        broken = [
+            v if c.metric in checked else 0.0
+            for c, v in zip(self.constraints, violations(self.constraints, known), strict=True)
+        ]
+        tell_violations(ot_trial, self.constraints, broken)
         values = [
             known.get(o.metric, reference)
             for o, reference in zip(self.objectives, self.reference, strict=True)
@@ -135,7 +134,5 @@ class SweepSearch(OptunaSearch):
             result = None
         if result is not None and self.constraints and trial_id in self._ot_trials:
             broken = violations(self.constraints, result)
-            self._ot_trials[trial_id].set_user_attr(
-                VIOLATIONS_ATTR, [v if math.isfinite(v) else 1e300 for v in broken]
-            )
+            tell_violations(self._ot_trials[trial_id], self.constraints, broken)
         super().on_trial_complete(trial_id, result=result, error=error)

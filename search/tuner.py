@@ -185,27 +185,23 @@ def _optuna_storage(url: str) -> Any:
 
 def make_sampler(config: SweepConfig, parent_layers: tuple[int, int]) -> Any:
     """The Optuna sampler named in `space.yaml`, seeded; the samplers that take constraints
-    read each trial's violations from it (`search.constraints.stored_violations`)."""
+    read each trial's violations from the trial (`search.constraints.tell_violations`)."""
     import optuna
 
-    from search.constraints import stored_violations
-
     name, seed = config.sampler.name, config.sampler.seed
-    constrained = {"constraints_func": stored_violations} if config.constraints else {}
     if name == "grid":
         return optuna.samplers.GridSampler(grid(config, parent_layers), seed=seed)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, **constrained)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = config.sampler.startup_trials
     if name == "gp":
         return optuna.samplers.GPSampler(
-            seed=seed, n_startup_trials=startup, warn_independent_sampling=False, **constrained
+            seed=seed, n_startup_trials=startup, warn_independent_sampling=False
         )
     return optuna.samplers.TPESampler(
         seed=seed,
         n_startup_trials=startup,
         constant_liar=config.sampler.constant_liar,
-        **constrained,
     )

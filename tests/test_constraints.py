@@ -5,13 +5,14 @@ feasible trials reach the front."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import optuna
 import pytest
 
 from search.callbacks import TrackingCallback
 from search.config import ConfigError, ConstraintConfig, config_from_dict
-from search.constraints import VIOLATIONS_ATTR, describe, feasible, violations
+from search.constraints import UNREPORTED, describe, feasible, tell_violations, violations
 from search.front import candidate_rows, update_front
 from search.preflight import Prepared
 from search.searcher import SweepSearch
@@ -37,6 +38,29 @@ def test_violations_are_zero_when_kept_and_the_excess_when_broken():
     assert describe([AT_MOST_3M, AT_LEAST_20], {"params": 4e6, "rougeL": 25}) == (
         "params 4e+06 > max 3e+06"
     )
+
+
+def test_optuna_reads_the_violations_told_to_a_trial():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for rouge, params in ((30.0, 4e6), (20.0, 2e6)):  # without constraints, both on the front
+        trial = study.ask()
+        tell_violations(trial, [AT_MOST_3M], violations([AT_MOST_3M], {"params": params}))
+        study.tell(trial, [rouge, params])
+    assert [t.constraints for t in study.trials] == [{"0:params": 1e6}, {"0:params": 0.0}]
+    assert [t.number for t in study.best_trials] == [1]  # Optuna's front leaves out the 4M one
+
+    never_reported = study.ask()
+    tell_violations(never_reported, [AT_MOST_3M, AT_LEAST_20], [0.0, math.inf])
+    study.tell(never_reported, [40.0, 1e6])
+    assert study.trials[2].constraints == {"0:params": 0.0, "1:rougeL": UNREPORTED}
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp", "nsga2", "random"])
+def test_a_constrained_sampler_is_made_without_optunas_deprecated_constraints_func(name):
+    config = space(sampler={"name": name, "seed": 0}, constraints=[{"metric": "params", "max": 1}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        make_sampler(config, (2, 2))
 
 
 def space(**changes):
@@ -108,7 +132,7 @@ def test_an_infeasible_proposal_never_reaches_tune_and_optuna_knows_it(searcher_
     study = search._ot_study
     (told,) = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert told.params == {"encoder": 2, "decoder": 2}
-    assert told.user_attrs[VIOLATIONS_ATTR] == [1.0]
+    assert told.constraints == {"0:params": 1.0}  # what the samplers read
     assert told.values == [0.0, float(prepared.parent_params)]  # ROUGE never measured
 
 

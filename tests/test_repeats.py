@@ -8,7 +8,6 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.config import config_from_dict
-from search.constraints import VIOLATIONS_ATTR
 from search.repeats import (
     MAX_REPEATS,
     REPEAT_OF_ATTR,
@@ -24,13 +23,14 @@ from search.tuner import make_sampler
 DISTRIBUTIONS = {"encoder": IntDistribution(1, 2), "decoder": IntDistribution(1, 2)}
 
 
-def record(encoder, decoder, state, values=None, **attrs):
+def record(encoder, decoder, state, values=None, constraints=None, **attrs):
     return create_trial(
         params={"encoder": encoder, "decoder": decoder},
         distributions=DISTRIBUTIONS,
         state=state,
         values=values,
         user_attrs=attrs,
+        constraints=constraints,
     )
 
 
@@ -50,14 +50,16 @@ def test_a_configuration_was_measured_by_a_complete_trial_or_one_stopped_at_a_ru
 
 def test_a_repeat_is_told_what_the_first_measured_with_its_violations():
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.add_trial(record(1, 2, TrialState.PRUNED, **{STOPPED_AT_ATTR: [12.0, 300.0],
-                                                       VIOLATIONS_ATTR: [0.0]}))  # fmt: skip
+    violation = {"0:params": 0.0}
+    study.add_trial(record(1, 2, TrialState.PRUNED, constraints=violation,
+                           **{STOPPED_AT_ATTR: [12.0, 300.0]}))  # fmt: skip
     first = study.trials[0]
     repeat = study.ask(DISTRIBUTIONS)
     tell_repeat(study, repeat, first)
     told = study.trials[1]
     assert told.state == TrialState.COMPLETE and told.values == [12.0, 300.0]
-    assert told.user_attrs == {VIOLATIONS_ATTR: [0.0], REPEAT_OF_ATTR: 0}
+    assert told.user_attrs == {REPEAT_OF_ATTR: 0}
+    assert told.constraints == violation
     assert first.state == TrialState.PRUNED  # the stopped trial stays pruned
 
 
