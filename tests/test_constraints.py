@@ -136,6 +136,17 @@ def test_an_infeasible_proposal_never_reaches_tune_and_optuna_knows_it(searcher_
     assert told.values == [0.0, float(prepared.parent_params)]  # ROUGE never measured
 
 
+def test_a_finished_trial_tells_optuna_how_far_it_broke_a_bound_on_its_scores(searcher_of):
+    config = space(constraints=[{"metric": "rougeL", "min": 20.0}])
+    search, prepared = searcher_of(config, [])
+    search.suggest("t1")
+    result = {"rougeL": 15.0, "params": float(prepared.parent_params), "final": True}
+    search.on_trial_complete("t1", result)
+    (told,) = search._ot_study.trials
+    assert told.state == optuna.trial.TrialState.COMPLETE and told.values[0] == 15.0
+    assert told.constraints == {"0:rougeL": 5.0}
+
+
 def test_a_finished_trial_that_breaks_a_bound_is_not_a_candidate(tmp_path, searcher_of):
     config = space(constraints=[{"metric": "rougeL", "min": 20.0}])
     tracker = Tracker(default_uri(tmp_path), "tiny", tmp_path / "artifacts")
