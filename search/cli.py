@@ -71,6 +71,8 @@ def _is_bad_input(err: Exception) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Run a sweep: shrink, fine-tune and score students, tracking every trial in MLflow."""
+    if args.resume:
+        _refuse_what_a_resume_ignores(args)
     print(f"checking {args.space}", flush=True)  # the first line, before the slow imports
     config, raw = load_space(args.space, _overrides(args))
     from search.sweep import resume_sweep, run_sweep
@@ -256,6 +258,24 @@ def _print_front(front: list[dict], config: object) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _refuse_what_a_resume_ignores(args: argparse.Namespace) -> None:
+    """A resumed sweep runs with the space.yaml it began with (kept on its MLflow run): only
+    the experiment's name, which finds it, may be given.
+
+    Raises:
+        ConfigError: an override that the resumed sweep would silently not apply.
+    """
+    ignored = [o for o in _overrides(args) if o.partition("=")[0].strip() != "name"]
+    if ignored:
+        raise ConfigError(
+            [
+                f"--resume continues a sweep with the space.yaml it began with, so "
+                f"{', '.join(ignored)} would not apply: start a new sweep to change it"
+            ],
+            source="the command line",
+        )
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:

@@ -326,6 +326,16 @@ CASES = [
         args=("--optuna-storage", "postgresql://shrink:secret@127.0.0.1:$PORT/optuna"),
     ),
     case(
+        "trials_on_resume",  # a resumed sweep keeps its own space.yaml: it would be ignored
+        "--resume continues a sweep with the space.yaml it began with, so trials=16 would not",
+        args=("--resume", "--trials", "16"),
+    ),
+    case(
+        "override_on_resume",
+        "so train.max_steps=9, model=t5-small would not apply: start a new sweep to change it",
+        args=("--resume", "--set", "train.max_steps=9", "--model", "t5-small", "--name", "tiny"),
+    ),
+    case(
         "optuna_storage_on_resume",
         "argument --optuna-storage: not allowed with argument --resume",
         args=("--resume", "--optuna-storage", "sqlite:///$TMP/optuna.db"),
