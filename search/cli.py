@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.resume:
         sweep = None if args.resume == LATEST else args.resume
-        summary = resume_sweep(config.name, sweep, **where, verbose=args.verbose)
+        summary = resume_sweep(
+            config.name, sweep, **where, verbose=args.verbose, trials=args.trials
+        )
     else:
         summary = run_sweep(
             config, raw, **where, optuna_storage=args.optuna_storage, verbose=args.verbose
@@ -227,15 +229,19 @@ def _open_sweep(args: argparse.Namespace) -> tuple:
         ConfigError: no such sweep in the configuration's experiment.
     """
     from search.paths import SweepPaths
-    from search.tracking import Tracker, check_store, resolve_uri
+    from search.tracking import Tracker, check_store, holds_runs, resolve_uri
 
     config = load_config(args.space, _overrides(args))
     uri = resolve_uri(args.tracking_uri, args.store)
     check_store(uri)
+    nothing = f"no sweep {args.sweep} " if args.sweep else "no sweep "
+    nothing += f"in experiment {config.name!r} at {uri}"
+    if not holds_runs(uri):  # opening it would make an empty store
+        raise ConfigError([f"{nothing}: it holds no sweeps yet"])
     tracker = Tracker(uri, config.name, SweepPaths(args.store).artifacts)
     run = tracker.find_sweep(args.sweep)
     if run is None:
-        raise ConfigError([f"no sweep {args.sweep or ''} in experiment {config.name!r} at {uri}"])
+        raise ConfigError([nothing])
     tracker.sweep_run_id = run.info.run_id
     return config, tracker, run
 
@@ -262,12 +268,13 @@ def _print_front(front: list[dict], config: object) -> None:
 
 def _refuse_what_a_resume_ignores(args: argparse.Namespace) -> None:
     """A resumed sweep runs with the space.yaml it began with (kept on its MLflow run): only
-    the experiment's name, which finds it, may be given.
+    the experiment's name, which finds it, and --trials, which extends it, may be given.
 
     Raises:
         ConfigError: an override that the resumed sweep would silently not apply.
     """
-    ignored = [o for o in _overrides(args) if o.partition("=")[0].strip() != "name"]
+    kept = ("name", "trials")
+    ignored = [o for o in _overrides(args) if o.partition("=")[0].strip() not in kept]
     if ignored:
         raise ConfigError(
             [
@@ -310,7 +317,8 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument(
         "--resume", nargs="?", const=LATEST, metavar="SWEEP",
         help="continue an interrupted sweep (its run id or name; default the latest) with its own "
-        "space.yaml: finished trials are kept, unfinished ones rerun",
+        "space.yaml: finished trials are kept, unfinished ones rerun; with --trials N, extend a "
+        "finished sweep to N trials",
     )  # fmt: skip
     once.add_argument(
         "--optuna-storage", metavar="URL",

@@ -24,6 +24,10 @@ KIND_TAG = "shrink_sweep.kind"  # "sweep" or "trial"
 SWEEP_TAG = "shrink_sweep.sweep"  # the sweep's name, on the parent and every child
 TRIAL_TAG = "shrink_sweep.trial_id"  # Ray Tune's trial id, on each child
 OUTCOME_TAG = "shrink_sweep.outcome"  # finished, failed, stopped, running
+# On a sweep extended with more trials: the Ray Tune experiment that runs them (a sweep's first
+# experiment is named as the sweep) and the trials it now has in all.
+TUNE_EXPERIMENT_TAG = "shrink_sweep.tune_experiment"
+TRIALS_TAG = "shrink_sweep.trials"
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow 3 keeps an experiment's kind in this tag; "custom_model_development" is its
 # model-training kind (the UI's "Model training" side), "genai_development" its GenAI one.
@@ -52,6 +56,14 @@ def default_uri(store_dir: Path) -> str:
 def resolve_uri(uri: str | None, store_dir: Path) -> str:
     """`--tracking-uri`, else `MLFLOW_TRACKING_URI`, else the local SQLite store."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(store_dir)
+
+
+def holds_runs(uri: str) -> bool:
+    """Whether the tracking store may hold runs: False for a local SQLite store not made yet
+    (opening it would make it)."""
+    if not uri.startswith("sqlite:///"):
+        return True
+    return Path(uri.removeprefix("sqlite:///")).is_file()
 
 
 def check_store(uri: str, timeout: float = 5.0) -> None:
@@ -273,6 +285,9 @@ class Tracker:
         self.sweep_run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
         self.client.set_tag(run_id, OUTCOME_TAG, "running")
+
+    def set_sweep_tags(self, tags: Mapping[str, str]) -> None:
+        self.set_trial_tags(self.sweep_run_id, tags)
 
     def end_sweep(self, outcome: str) -> None:
         self.client.set_tag(self.sweep_run_id, OUTCOME_TAG, outcome)

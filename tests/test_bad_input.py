@@ -326,8 +326,8 @@ CASES = [
         args=("--optuna-storage", "postgresql://shrink:secret@127.0.0.1:$PORT/optuna"),
     ),
     case(
-        "trials_on_resume",  # a resumed sweep keeps its own space.yaml: it would be ignored
-        "--resume continues a sweep with the space.yaml it began with, so trials=16 would not",
+        "nothing_to_extend",
+        "no sweep to resume in experiment 'tiny': sqlite:///$TMP/store/mlflow.db holds no",
         args=("--resume", "--trials", "16"),
     ),
     case(
