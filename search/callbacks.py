@@ -44,6 +44,8 @@ class TrackingCallback(_tune_base("Callback")):
     Args:
         finished_before: trials of a resumed sweep that had finished; their events (a replay
             of their record) write nothing.
+        earlier: for a sweep extended with more trials, the outcomes of the trials it ran
+            before (counted in the progress view; their Tune experiment is over).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class TrackingCallback(_tune_base("Callback")):
         progress: bool,
         sweep: str,
         finished_before: Iterable[str] = (),
+        earlier: Counter[str] | None = None,
     ) -> None:
         self.tracker = tracker
         self.config = config
@@ -66,9 +69,11 @@ class TrackingCallback(_tune_base("Callback")):
         self.started: dict[str, float] = {}
         self.failures: Counter[str] = Counter()  # last line of each error -> count
         self.finished_before = set(finished_before)
-        self.infeasible = 0  # proposals refused before training
+        # Proposals refused before training, numbered on from a resumed sweep's.
+        self.infeasible = len(tracker.trial_rows("infeasible"))
         # What the progress view shows besides the trials' steps (`status`).
         self.outcomes: Counter[str] = Counter(finished=len(self.finished_before))
+        self.outcomes.update(earlier or {})
         self.ended: set[str] = set(self.finished_before)
         self.front_size, self.hypervolume = 0, 0.0
         self.slots = 1  # trials that run at once; set by the tuner

@@ -7,8 +7,10 @@ writer to MLflow (`search.callbacks`), and `_close` writes the final front (`sea
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,9 +31,13 @@ from search.preflight import (
     prepare,
 )
 from search.tracking import (
+    OUTCOME_TAG,
+    TRIALS_TAG,
+    TUNE_EXPERIMENT_TAG,
     Tracker,
     check_store,
     check_study_storage,
+    holds_runs,
     resolve_uri,
     run_url,
     serve_command,
@@ -56,6 +62,14 @@ class SweepRun:
     ray_seconds: float  # Ray's start-up time, 0 if it was running already
     # Metrics of the trials MLflow records as finished, when a sweep is resumed; else None.
     finished: dict[str, dict[str, float]] | None = None
+    # The Ray Tune experiment that runs the trials (default: the sweep's name), and, for a new
+    # one that extends a finished sweep, the trials the sweep ran before it (not run again).
+    experiment: str = ""
+    earlier: int = 0
+
+    @property
+    def tune_experiment(self) -> str:
+        return self.experiment or self.name
 
 
 @dataclass(frozen=True)
@@ -129,27 +143,40 @@ def resume_sweep(
     max_failures: int | None = None,
     progress: bool = True,
     verbose: bool = False,
+    trials: int | None = None,
 ) -> SweepSummary:
     """Continue an interrupted or killed sweep: finished trials stay, unfinished ones rerun.
+    Given `trials`, extend a finished sweep instead: run more trials until it has that many.
 
     The sweep's own space.yaml (stored with it) is used, so it continues exactly as it began;
-    its Optuna study and MLflow parent run carry on.
+    its Optuna study and MLflow parent run carry on. An extension's sampler continues the
+    same study, so it proposes from everything the sweep measured.
 
     Raises:
-        ConfigError: no such sweep, or no Ray state to resume it from.
+        ConfigError: no such sweep, or no Ray state to resume it from; `trials` given for a
+            sweep that did not finish, or not more than it has.
     """
     quiet_libraries(verbose)
     paths = SweepPaths(store)
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
+    nothing = f"no sweep {sweep} to resume" if sweep else "no sweep to resume"
+    nothing += f" in experiment {experiment!r}"
+    if not holds_runs(uri):
+        raise ConfigError([f"{nothing}: {uri} holds no sweeps yet"], source="the command line")
     tracker = Tracker(uri, experiment, paths.artifacts)
     run = tracker.find_sweep(sweep)
     if run is None:
-        raise ConfigError([f"no sweep {sweep or ''} to resume in experiment {experiment!r}"])
+        raise ConfigError([nothing], source="the command line")
     name = run.info.run_name
-    if not (paths.ray / name / "tuner.pkl").is_file():
-        raise ConfigError([f"sweep {name}: no Ray Tune state under {paths.ray / name}"])
-    config = config_from_dict(yaml.safe_load(tracker.read_text(run.info.run_id, SPACE_FILE)))
+    tune_experiment = run.data.tags.get(TUNE_EXPERIMENT_TAG, name)
+    if not (paths.ray / tune_experiment / "tuner.pkl").is_file():
+        raise ConfigError([f"sweep {name}: no Ray Tune state under {paths.ray / tune_experiment}"])
+    raw = yaml.safe_load(tracker.read_text(run.info.run_id, SPACE_FILE))
+    config = config_from_dict(raw)
+    if trials is not None:
+        _check_extension(name, run.data.tags.get(OUTCOME_TAG), config.trials, trials)
+        return _extend(config, raw, trials, run, tracker, paths, address, max_failures, progress)
     prepared, ray_seconds = _prepare_and_start_ray(config, address, paths, progress)
     tracker.resume_sweep(run.info.run_id)
     # Runs the crash left running were cut off. Tune reruns the trials its saved state knows,
@@ -159,9 +186,54 @@ def resume_sweep(
     echo(progress, f"resuming sweep {name}: {config.trials} trials, tracking {uri}")
     echo(progress, f"library messages and warnings: {keep_log(paths.log(name))}")
     limit = max_failures or failure_limit(config.trials)
-    return _drive(
-        SweepRun(name, config, prepared, tracker, paths, limit, progress, ray_seconds, finished)
-    )
+    resumed = SweepRun(name, config, prepared, tracker, paths, limit, progress, ray_seconds)
+    return _drive(dataclasses.replace(resumed, finished=finished, experiment=tune_experiment))
+
+
+def _check_extension(sweep: str, outcome: str | None, has: int, wanted: int) -> None:
+    """Raises ConfigError unless a sweep of `has` trials that ended `outcome` can be extended
+    to `wanted` trials."""
+    if outcome != "finished":
+        raise ConfigError(
+            [
+                f"sweep {sweep} did not finish ({outcome}): continue it first with "
+                f"shrink-sweep run --resume {sweep}, then give --trials to extend it"
+            ],
+            source="the command line",
+        )
+    if wanted <= has:
+        raise ConfigError(
+            [f"sweep {sweep} has {has} trials: --trials {wanted} adds none (give more to extend)"],
+            source="the command line",
+        )
+
+
+def _extend(
+    config: SweepConfig,
+    raw: dict[str, Any],
+    trials: int,
+    run: Any,
+    tracker: Tracker,
+    paths: SweepPaths,
+    address: str | None,
+    max_failures: int | None,
+    progress: bool,
+) -> SweepSummary:
+    """Run a finished sweep's next trials, `trials` in all, as a new Tune experiment of the
+    same sweep (its MLflow run, Optuna study and weights); its space.yaml is kept with the new
+    count, so that an interrupted extension resumes like any sweep."""
+    name, earlier = run.info.run_name, config.trials
+    more = dataclasses.replace(config, trials=trials)
+    prepared, ray_seconds = _prepare_and_start_ray(more, address, paths, progress)
+    tune_experiment = f"{name}-to-{trials}"
+    tracker.resume_sweep(run.info.run_id)
+    tracker.log_sweep_text(yaml.safe_dump({**raw, "trials": trials}), SPACE_FILE)
+    tracker.set_sweep_tags({TUNE_EXPERIMENT_TAG: tune_experiment, TRIALS_TAG: str(trials)})
+    echo(progress, f"extending sweep {name}: {trials - earlier} more trials, {trials} in all")
+    echo(progress, f"library messages and warnings: {keep_log(paths.log(name))}")
+    limit = max_failures or failure_limit(trials)
+    extended = SweepRun(name, more, prepared, tracker, paths, limit, progress, ray_seconds)
+    return _drive(dataclasses.replace(extended, experiment=tune_experiment, earlier=earlier))
 
 
 def _prepare_and_start_ray(
@@ -222,6 +294,7 @@ def failure_limit(trials: int) -> int:
 def _drive(run: SweepRun) -> SweepSummary:
     """Run (or, given the trials finished so far, resume) the Tune experiment and close it."""
     prepared = run.prepared
+    earlier = Counter(r["outcome"] for r in run.tracker.trial_rows(None)) if run.earlier else None
     callback = TrackingCallback(
         run.tracker,
         run.config,
@@ -230,6 +303,7 @@ def _drive(run: SweepRun) -> SweepSummary:
         run.progress,
         run.name,
         finished_before=run.finished or (),
+        earlier=earlier,
     )
     startup = {"prepare_seconds": prepared.seconds}
     if run.ray_seconds:  # 0: Ray was running already
@@ -237,7 +311,16 @@ def _drive(run: SweepRun) -> SweepSummary:
     run.tracker.log_sweep_metrics(startup, step=0)
     try:
         stopper = FailureLimit(callback, run.max_failures)
-        run_trials(run.config, prepared, run.paths, callback, stopper, run.finished)
+        run_trials(
+            run.config,
+            prepared,
+            run.paths,
+            callback,
+            stopper,
+            run.finished,
+            run.tune_experiment,
+            run.earlier,
+        )
     except BaseException:  # a second Ctrl-C, or the driver itself broke: keep what finished
         _close(run, "stopped")
         raise

@@ -33,13 +33,17 @@ def run_trials(
     callback: TrackingCallback,
     stopper: FailureLimit,
     finished: dict[str, dict[str, float]] | None,
+    experiment: str,
+    earlier: int = 0,
 ) -> None:
-    """Run the sweep's Tune experiment (`callback.sweep`) until its trials are done or it stops.
+    """Run the sweep's Tune `experiment` until its trials are done or it stops.
 
     Args:
-        finished: None for a new sweep; for a resumed one, the metrics of the trials MLflow
-            records as finished. The experiment is then restored from its saved state:
+        finished: None for a new experiment; for a resumed one, the metrics of the trials
+            MLflow records as finished. The experiment is then restored from its saved state:
             finished and failed trials stay as they are, trials cut off mid-run start over.
+        earlier: for a new experiment that extends a finished sweep, the trials the sweep ran
+            before: this one runs the rest, without the `first:` points (tried already).
     """
     import ray
     from ray import tune
@@ -47,9 +51,11 @@ def run_trials(
     board = driver_actor(ProgressBoard)
     trainable = _trainable(config, prepared, paths.weights(callback.sweep), finished, board)
     if finished is not None:
-        tuner = tune.Tuner.restore(str(paths.ray / callback.sweep), trainable)
+        tuner = tune.Tuner.restore(str(paths.ray / experiment), trainable)
     else:
-        tuner = _new_tuner(config, prepared, paths, trainable, callback, stopper)
+        tuner = _new_tuner(
+            config, prepared, paths, trainable, callback, stopper, experiment, earlier
+        )
     callback.slots = _slots(config, ray.cluster_resources())
 
     def read_steps() -> dict:
@@ -99,6 +105,8 @@ def _new_tuner(
     trainable: Any,
     callback: TrackingCallback,
     stopper: FailureLimit,
+    experiment: str,
+    earlier: int,
 ) -> Any:
     import ray
     from ray import tune
@@ -108,9 +116,9 @@ def _new_tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(config, prepared, callback, paths),
+            search_alg=_searcher(config, prepared, callback, paths, first=not earlier),
             scheduler=make_scheduler(config.scheduler, config.objectives),
-            num_samples=config.trials,
+            num_samples=config.trials - earlier,
             # Without a limit Tune lets a searcher have one trial pending at a time, so the
             # other slots idle while that trial's worker starts.
             max_concurrent_trials=_slots(config, ray.cluster_resources()),
@@ -118,7 +126,7 @@ def _new_tuner(
             reuse_actors=True,  # the next trial skips a new worker's start-up and imports
         ),
         run_config=tune.RunConfig(
-            name=callback.sweep,
+            name=experiment,
             storage_path=str(paths.ray),
             callbacks=[callback],
             stop=stopper,
@@ -155,8 +163,14 @@ def _slots(config: SweepConfig, cluster: dict[str, float]) -> int:
 
 
 def _searcher(
-    config: SweepConfig, prepared: Prepared, callback: TrackingCallback, paths: SweepPaths
+    config: SweepConfig,
+    prepared: Prepared,
+    callback: TrackingCallback,
+    paths: SweepPaths,
+    first: bool = True,
 ) -> Any:
+    """Ray's Optuna searcher over the sweep's study (`callback.sweep`; an existing one is
+    continued), trying the `first:` points first unless told they were tried."""
     from search.front import reference_point
     from search.searcher import SweepSearch
 
@@ -167,7 +181,7 @@ def _searcher(
         sampler=make_sampler(config, prepared.parent_layers),
         study_name=callback.sweep,
         storage=_optuna_storage(paths.optuna_url),
-        points_to_evaluate=[dict(p) for p in config.first] or None,
+        points_to_evaluate=[dict(p) for p in config.first] if first and config.first else None,
         constraints=config.constraints,
         objectives=config.objectives,
         reference=reference_point(config, prepared.parent_params),

@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import OperationalError
@@ -245,6 +246,43 @@ def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, ti
     front = {r["trial"] for r in rows if r["on_front"] == "True"}
     kept = {p.name for p in weights.iterdir() if (p / "model.safetensors").is_file()}
     assert kept == front  # keep_weights: pareto, across the resume
+
+
+@pytest.mark.slow
+def test_a_finished_sweep_extends_with_more_trials_and_reruns_none(tmp_path, tiny_t5_path):
+    space = write_space(tmp_path, tiny_t5_path, trials=2)
+    assert shrink_sweep("run", str(space), cwd=tmp_path).returncode == 0
+    store = tmp_path / "mlflow"
+    client, parent, before = sweep_runs(store)
+    sweep = parent.info.run_name
+
+    same = shrink_sweep("run", str(space), "--resume", "--trials", "2", cwd=tmp_path)
+    assert same.returncode == 2
+    assert f"sweep {sweep} has 2 trials: --trials 2 adds none" in same.stderr
+
+    more = shrink_sweep("run", str(space), "--resume", "--trials", "4", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert f"extending sweep {sweep}: 2 more trials, 4 in all" in more.stdout
+    assert "[4/4] trial" in more.stdout
+    client, parent, after = sweep_runs(store)  # the same sweep: one parent run
+    assert parent.info.run_name == sweep and parent.info.status == "FINISHED"
+    assert parent.data.tags["shrink_sweep.trials"] == "4"
+    assert len(after) == 4 and [c.info.status for c in after] == ["FINISHED"] * 4
+    for old in before:  # run once, not again
+        (same_run,) = [c for c in after if c.info.run_id == old.info.run_id]
+        assert same_run.info.end_time == old.info.end_time
+    # One study proposed all four: the extension's sampler saw the first two (and the first:
+    # point, 4+3 sft, was not tried again).
+    states = study_states(store, sweep)
+    assert states.count(COMPLETE) >= 4
+    students = [tuple(c.data.params[k] for k in ("encoder", "decoder", "strategy")) for c in after]
+    assert students.count(("4", "3", "sft")) == 1
+    stored = client.download_artifacts(parent.info.run_id, "space.yaml", str(tmp_path / "dl"))
+    assert yaml.safe_load(Path(stored).read_text())["trials"] == 4  # a resume continues at 4
+    table = client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path / "dl"))
+    rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
+    assert len(rows) == 4
+    assert {r["trial"] for r in rows if r["on_front"] == "True"} == front_of(rows)
 
 
 @pytest.mark.slow
