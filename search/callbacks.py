@@ -159,6 +159,13 @@ class TrackingCallback(_tune_base("Callback")):
             running, outcomes, self.config.trials, self.front_size, self.hypervolume, self.slots
         )
 
+    def refresh_front(self) -> tuple[list[dict[str, Any]], float]:
+        """Recompute and log the front (`update_front`), and keep its size and hypervolume
+        for the progress view."""
+        rows, hv = update_front(self.tracker, self.config, self.parent_params)
+        self.front_size, self.hypervolume = sum(r["on_front"] for r in rows), hv
+        return rows, hv
+
     def failure_message(self) -> str:
         """How many trials failed, and the most common error with its count."""
         ((error, count),) = self.failures.most_common(1)
@@ -175,8 +182,7 @@ class TrackingCallback(_tune_base("Callback")):
             self.before_end(trial.trial_id)
         self.outcomes[outcome] += 1
         self.ended.add(trial.trial_id)
-        rows, hv = update_front(self.tracker, self.config, self.parent_params)
-        self.front_size, self.hypervolume = sum(r["on_front"] for r in rows), hv
+        rows, hv = self.refresh_front()
         done = sum(
             r["outcome"] not in ("running", "infeasible") for r in self.tracker.trial_rows(None)
         )

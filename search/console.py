@@ -45,6 +45,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     import transformers
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read on each download
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     optuna.logging.set_verbosity(optuna.logging.INFO)

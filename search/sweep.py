@@ -305,6 +305,8 @@ def _drive(run: SweepRun) -> SweepSummary:
         finished_before=run.finished or (),
         earlier=earlier,
     )
+    if run.finished or run.earlier:  # the progress view starts from the front so far
+        callback.refresh_front()
     startup = {"prepare_seconds": prepared.seconds}
     if run.ray_seconds:  # 0: Ray was running already
         startup["ray_start_seconds"] = run.ray_seconds

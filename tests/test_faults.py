@@ -263,6 +263,7 @@ def test_a_finished_sweep_extends_with_more_trials_and_reruns_none(tmp_path, tin
     more = shrink_sweep("run", str(space), "--resume", "--trials", "4", cwd=tmp_path)
     assert more.returncode == 0, more.stderr[-3000:]
     assert f"extending sweep {sweep}: 2 more trials, 4 in all" in more.stdout
+    assert more.stderr == ""  # no library output (MLflow's download bar, for one)
     assert "[4/4] trial" in more.stdout
     client, parent, after = sweep_runs(store)  # the same sweep: one parent run
     assert parent.info.run_name == sweep and parent.info.status == "FINISHED"
