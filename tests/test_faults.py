@@ -249,8 +249,9 @@ def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_a_finished_sweep_extends_with_more_trials_and_reruns_none(tmp_path, tiny_t5_path):
-    space = write_space(tmp_path, tiny_t5_path, trials=2)
+def test_a_finished_sweep_extends_and_an_interrupted_extension_resumes(tmp_path, tiny_t5_path):
+    train = {"learning_rate": 1.0e-2, "max_steps": 150, "batch_size": 8, "eval_every": 50}
+    space = write_space(tmp_path, tiny_t5_path, trials=2, train=train)
     assert shrink_sweep("run", str(space), cwd=tmp_path).returncode == 0
     store = tmp_path / "mlflow"
     client, parent, before = sweep_runs(store)
@@ -260,29 +261,54 @@ def test_a_finished_sweep_extends_with_more_trials_and_reruns_none(tmp_path, tin
     assert same.returncode == 2
     assert f"sweep {sweep} has 2 trials: --trials 2 adds none" in same.stderr
 
-    more = shrink_sweep("run", str(space), "--resume", "--trials", "4", cwd=tmp_path)
-    assert more.returncode == 0, more.stderr[-3000:]
-    assert f"extending sweep {sweep}: 2 more trials, 4 in all" in more.stdout
-    assert more.stderr == ""  # no library output (MLflow's download bar, for one)
-    assert "[4/4] trial" in more.stdout
+    # Three more trials, interrupted (Ctrl-C) once the first of them has finished.
+    more = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "run", str(space), "--resume", "--trials", "5"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    old_ids = {r.info.run_id for r in before}
+
+    def a_new_one_finished_one_running():
+        new = [r for r in trial_runs(store) if r.info.run_id not in old_ids]
+        outcomes = [r.data.tags["shrink_sweep.outcome"] for r in new]
+        return "finished" in outcomes and "running" in outcomes
+
+    wait_for(a_new_one_finished_one_running, every=0.5)
+    more.send_signal(signal.SIGINT)
+    out, err = more.communicate(timeout=300)
+    assert more.returncode == 130, err[-3000:]
+    assert f"extending sweep {sweep}: 3 more trials, 5 in all" in out
+    assert f"shrink-sweep run --resume {sweep}" in err
+
+    resumed = shrink_sweep("run", str(space), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr == ""  # no library output (MLflow's download bar, for one)
+    assert f"resuming sweep {sweep}: 5 trials" in resumed.stdout
     client, parent, after = sweep_runs(store)  # the same sweep: one parent run
     assert parent.info.run_name == sweep and parent.info.status == "FINISHED"
-    assert parent.data.tags["shrink_sweep.trials"] == "4"
-    assert len(after) == 4 and [c.info.status for c in after] == ["FINISHED"] * 4
+    assert parent.data.tags["shrink_sweep.trials"] == "5"
+    # As in any resume, a trial proposed after Tune's last save is never run and stays stopped.
+    never_ran = [c for c in after if c.data.tags["shrink_sweep.outcome"] == "stopped"]
+    assert all(not c.data.metrics for c in never_ran) and len(never_ran) <= 1
+    after = [c for c in after if c not in never_ran]
+    assert len(after) == 5 and [c.info.status for c in after] == ["FINISHED"] * 5
     for old in before:  # run once, not again
         (same_run,) = [c for c in after if c.info.run_id == old.info.run_id]
         assert same_run.info.end_time == old.info.end_time
-    # One study proposed all four: the extension's sampler saw the first two (and the first:
+    # One study proposed all five: the extension's sampler saw the first two (and the first:
     # point, 4+3 sft, was not tried again).
-    states = study_states(store, sweep)
-    assert states.count(COMPLETE) >= 4
+    assert study_states(store, sweep).count(COMPLETE) >= 5
     students = [tuple(c.data.params[k] for k in ("encoder", "decoder", "strategy")) for c in after]
     assert students.count(("4", "3", "sft")) == 1
     stored = client.download_artifacts(parent.info.run_id, "space.yaml", str(tmp_path / "dl"))
-    assert yaml.safe_load(Path(stored).read_text())["trials"] == 4  # a resume continues at 4
+    assert yaml.safe_load(Path(stored).read_text())["trials"] == 5
     table = client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path / "dl"))
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
-    assert len(rows) == 4
+    assert len(rows) == 5
     assert {r["trial"] for r in rows if r["on_front"] == "True"} == front_of(rows)
 
 
