@@ -227,17 +227,26 @@ def replay(
     return out
 
 
+def clears_trade_off(point: tuple[float, float], full: tuple[float, float]) -> bool:
+    """Whether a (ROUGE-L, parameters) point keeps `TRADE_OFF` of the `full` model's."""
+    (rouge, params), (score, size) = point, full
+    return rouge >= TRADE_OFF[0] * score and params <= TRADE_OFF[1] * size
+
+
 def holds_trade_off(run: Replay, full: tuple[float, float]) -> bool:
-    """Whether a finished student of the sweep clears `TRADE_OFF` of the `full` model's
-    (ROUGE-L, parameters)."""
-    score, size = full
-    return any(r >= TRADE_OFF[0] * score and p <= TRADE_OFF[1] * size for r, p in run.points)
+    """Whether a finished student of the sweep clears `TRADE_OFF` of the `full` model."""
+    return any(clears_trade_off(point, full) for point in run.points)
 
 
 def trade_off_students(curves: Curves) -> list[Student]:
-    """The table's students that clear `TRADE_OFF` of its largest one."""
-    full = final(curves[max(curves, key=lambda k: (k[0], k[1]))])
-    return [key for key, curve in curves.items() if holds_trade_off(Replay([final(curve)]), full)]
+    """The table's students that clear `TRADE_OFF` of its full model."""
+    full = final(curves[full_model(curves)])
+    return [key for key, curve in curves.items() if clears_trade_off(final(curve), full)]
+
+
+def full_model(curves: Curves) -> Student:
+    """The table's largest student: the base model itself."""
+    return max(curves, key=lambda k: (k[0], k[1]))
 
 
 def final(curve: Curve) -> tuple[float, float]:
@@ -286,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.space, args.overrides)
     curves = space_curves(load_curves(args.table), config)
     strategies = sorted({s for _, _, s in curves})
-    parent = max(curves, key=lambda k: (k[0], k[1]))
+    parent = full_model(curves)
     reference = reference_point(config, int(curves[parent].params))
     best = table_hypervolume(curves, reference)
     print(f"{len(curves)} students ({', '.join(strategies)}); table hypervolume {best:.4g}")
