@@ -226,23 +226,14 @@ def _open_sweep(args: argparse.Namespace) -> tuple:
     and the sweep's parent run.
 
     Raises:
-        ConfigError: no such sweep in the configuration's experiment.
+        SweepNotFound: no such sweep in the configuration's experiment.
     """
     from search.paths import SweepPaths
-    from search.tracking import Tracker, check_store, holds_runs, resolve_uri
+    from search.tracking import open_sweep, resolve_uri
 
     config = load_config(args.space, _overrides(args))
     uri = resolve_uri(args.tracking_uri, args.store)
-    check_store(uri)
-    nothing = f"no sweep {args.sweep} " if args.sweep else "no sweep "
-    nothing += f"in experiment {config.name!r} at {uri}"
-    if not holds_runs(uri):  # opening it would make an empty store
-        raise ConfigError([f"{nothing}: it holds no sweeps yet"])
-    tracker = Tracker(uri, config.name, SweepPaths(args.store).artifacts)
-    run = tracker.find_sweep(args.sweep)
-    if run is None:
-        raise ConfigError([nothing])
-    tracker.sweep_run_id = run.info.run_id
+    tracker, run = open_sweep(uri, config.name, SweepPaths(args.store).artifacts, args.sweep)
     return config, tracker, run
 
 

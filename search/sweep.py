@@ -37,7 +37,7 @@ from search.tracking import (
     Tracker,
     check_store,
     check_study_storage,
-    holds_runs,
+    open_sweep,
     resolve_uri,
     run_url,
     serve_command,
@@ -153,21 +153,14 @@ def resume_sweep(
     same study, so it proposes from everything the sweep measured.
 
     Raises:
-        ConfigError: no such sweep, or no Ray state to resume it from; `trials` given for a
-            sweep that did not finish, or not more than it has.
+        SweepNotFound: no such sweep.
+        ConfigError: no Ray state to resume it from; `trials` given for a sweep that did not
+            finish, or not more than it has.
     """
     quiet_libraries(verbose)
     paths = SweepPaths(store)
     uri = resolve_uri(tracking_uri, paths.store)
-    check_store(uri)
-    nothing = f"no sweep {sweep} to resume" if sweep else "no sweep to resume"
-    nothing += f" in experiment {experiment!r}"
-    if not holds_runs(uri):
-        raise ConfigError([f"{nothing}: {uri} holds no sweeps yet"], source="the command line")
-    tracker = Tracker(uri, experiment, paths.artifacts)
-    run = tracker.find_sweep(sweep)
-    if run is None:
-        raise ConfigError([nothing], source="the command line")
+    tracker, run = open_sweep(uri, experiment, paths.artifacts, sweep)
     name = run.info.run_name
     tune_experiment = run.data.tags.get(TUNE_EXPERIMENT_TAG, name)
     if not (paths.ray / tune_experiment / "tuner.pkl").is_file():

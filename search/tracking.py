@@ -48,6 +48,10 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, unwritable directory)."""
 
 
+class SweepNotFound(TrackingError):
+    """The store holds no such sweep (or no sweep at all)."""
+
+
 def default_uri(store_dir: Path) -> str:
     """SQLite in the local store directory (`./mlflow/` by default)."""
     return f"sqlite:///{Path(store_dir).resolve() / 'mlflow.db'}"
@@ -247,22 +251,59 @@ def store_lock(url: str) -> Any:
     return FileLock(f"{database}.lock", timeout=120)
 
 
+def open_sweep(
+    uri: str, experiment: str, artifact_root: Path, sweep: str | None = None
+) -> tuple[Tracker, Any]:
+    """A tracker on the sweep `sweep` (a run name or id; default the latest) of `experiment`,
+    and the sweep's parent run, for the commands that read or continue a sweep.
+
+    Writes nothing: a store, an experiment or a sweep that does not exist is an error, not
+    something to create.
+
+    Raises:
+        TrackingError: the store cannot be reached.
+        SweepNotFound: the store, the experiment or the sweep does not exist.
+    """
+    check_store(uri)
+    missing = f"no sweep {sweep}" if sweep else "no sweep"
+    missing += f" in experiment {experiment!r} at {uri}"
+    if not holds_runs(uri):  # opening it would make an empty store
+        raise SweepNotFound(f"{missing}: it holds no sweeps yet")
+    try:
+        tracker = Tracker(uri, experiment, artifact_root, create=False)
+    except SweepNotFound:
+        raise SweepNotFound(missing) from None
+    run = tracker.find_sweep(sweep)
+    if run is None:
+        raise SweepNotFound(missing)
+    tracker.sweep_run_id = run.info.run_id
+    return tracker, run
+
+
 class Tracker:
     """A sweep's view of MLflow: its parent run and its trial runs."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: Path | None = None,
+        create: bool = True,
+    ) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
         with store_lock(uri):  # the first use of a SQLite store creates its tables
             self.client = MlflowClient(tracking_uri=uri)
-            self.experiment_id = self._experiment(experiment, artifact_root)
+            self.experiment_id = self._experiment(experiment, artifact_root, create)
         self.sweep_run_id: str | None = None
 
-    def _experiment(self, name: str, artifact_root: Path | None) -> str:
+    def _experiment(self, name: str, artifact_root: Path | None, create: bool) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
+        if not create:
+            raise SweepNotFound(f"no experiment {name!r} at {self.uri}")
         if _is_server(self.uri):  # it stores artifacts itself; a local path is this disk only
             artifact_root = None
         location = (artifact_root / name).resolve().as_uri() if artifact_root else None

@@ -327,7 +327,7 @@ CASES = [
     ),
     case(
         "nothing_to_extend",
-        "no sweep to resume in experiment 'tiny': sqlite:///$TMP/store/mlflow.db holds no",
+        "no sweep in experiment 'tiny' at sqlite:///$TMP/store/mlflow.db: it holds no sweeps yet",
         args=("--resume", "--trials", "16"),
     ),
     case(

@@ -6,15 +6,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from search.tracking import (
     EXPERIMENT_KIND_TAG,
     OUTCOME_TAG,
     TRAINING_KIND,
+    SweepNotFound,
     SweepRef,
     Tracker,
     default_uri,
     latest_sweep,
     mark_training_experiments,
+    open_sweep,
     run_url,
     serve_command,
 )
@@ -41,6 +45,29 @@ def test_settle_trials_stops_running_runs_and_ends_those_cut_off_mid_write(tmp_p
         "live": "stopped",
     }
     assert tracker.settle_trials() == 0
+
+
+def test_open_sweep_finds_a_sweep_by_name_or_the_latest_and_creates_nothing(tmp_path):
+    uri = default_uri(tmp_path)
+    with pytest.raises(SweepNotFound, match=r"at sqlite:///.*: it holds no sweeps yet"):
+        open_sweep(uri, "tiny", tmp_path / "artifacts")
+    assert list(tmp_path.iterdir()) == []
+
+    tracker = Tracker(uri, "tiny", tmp_path / "artifacts")
+    first = tracker.start_sweep("tiny-1", {}, {})
+    time.sleep(0.01)  # start times order the sweeps
+    second = tracker.start_sweep("tiny-2", {}, {})
+    tracker.start_trial("t1", {}, {})  # a trial run is no sweep
+
+    assert open_sweep(uri, "tiny", tmp_path / "artifacts")[1].info.run_id == second
+    opened, run = open_sweep(uri, "tiny", tmp_path / "artifacts", "tiny-1")
+    assert (run.info.run_id, opened.sweep_run_id) == (first, first)
+    with pytest.raises(SweepNotFound, match=r"^no sweep t1 in experiment 'tiny' at sqlite:"):
+        open_sweep(uri, "tiny", tmp_path / "artifacts", "t1")
+    with pytest.raises(SweepNotFound, match=r"^no sweep in experiment 'other' at sqlite:"):
+        open_sweep(uri, "other", tmp_path / "artifacts")
+    names = [e.name for e in tracker.client.search_experiments()]
+    assert "other" not in names
 
 
 def test_a_new_experiment_is_marked_model_training_and_old_stores_are_marked_by_ui(tmp_path):
