@@ -6,11 +6,13 @@ at its rungs (`bench/learning_curves.py`), so a sweep is a replay in simulated t
 run trials asynchronously; a trial costs what its student measured (start-up, training to each
 rung, each rung's cheap evaluation, the final evaluation), cut where the scheduler stops it.
 The proposals come from the product's own sampler (`search.tuner.make_sampler`, the sweep's
-`first:` points and `search.space.suggest`/`plan`), and the stopping decisions from the
-product's own rule (`search.halving.SuccessiveHalving`), not from copies of them.
+`first:` points, the zero-shot screen's picks from bench/screen.csv by `search.screen`, and
+`search.space.suggest`/`plan`), and the stopping decisions from the product's own rule
+(`search.halving.SuccessiveHalving`), not from copies of them.
 
     python -m bench.simulate                                  # every sampler x scheduler
-    python -m bench.simulate --set "layers.strategy=[sft, last]"   # a wider space
+    python -m bench.simulate --set sampler.screen=0           # without the screen
+    python -m bench.simulate --set "layers.strategy=[sft]"    # a narrower space
     python -m bench.simulate --sampler tpe --scheduler asha --workers 2 --seeds 20
 """
 
@@ -32,12 +34,14 @@ from optuna.trial import TrialState
 
 from bench.common import DEFAULT_SPACE, read_rows
 from bench.learning_curves import TABLE
+from bench.screen import TABLE as SCREEN_TABLE
 from search.config import SweepConfig, load_config
 from search.front import reference_point
-from search.halving import SuccessiveHalving, rung_steps
+from search.halving import SuccessiveHalving, is_first_point, never_stopped, rung_steps
 from search.params import param_values
 from search.pareto import hypervolume
 from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
+from search.screen import Screened, points_to_try
 from search.space import plan, suggest
 from search.tuner import make_sampler
 
@@ -103,6 +107,40 @@ def _curve(rows: list[dict[str, str]]) -> Curve:
 
 
 @dataclass(frozen=True)
+class Screen:
+    """The zero-shot screen of the table's students at one count of evaluation pairs."""
+
+    students: list[Screened]
+    seconds: float
+
+
+def load_screen(path: Path, examples: int, space: set[Student]) -> Screen | None:
+    """The screen at `examples` pairs from bench/screen.csv, of the students in `space`; None
+    for 0 (no screen).
+
+    Raises:
+        SystemExit: the table has no screen at that count.
+    """
+    if not examples:
+        return None
+    rows = [r for r in read_rows(path) if int(r["examples"]) == examples]
+    if not rows:
+        raise SystemExit(f"{path}: no screen at {examples} pairs; run python -m bench.screen "
+                         f"--examples {examples}")  # fmt: skip
+    students = [
+        Screened(
+            {"strategy": r["strategy"], "encoder": int(r["encoder"]), "decoder": int(r["decoder"])},
+            int(r["params"]),
+            int(r["params_non_embedding"]),
+            float(r["loss"]),
+        )
+        for r in rows
+        if (int(r["encoder"]), int(r["decoder"]), r["strategy"]) in space
+    ]
+    return Screen(students, float(rows[0]["seconds"]))
+
+
+@dataclass(frozen=True)
 class Stage:
     """One report of a running trial: at `seconds` into it, a rung result (or the final one)."""
 
@@ -134,7 +172,7 @@ class Replay:
     points: list[tuple[float, float]] = field(default_factory=list)  # finished (rouge, params)
     trace: list[tuple[float, float]] = field(default_factory=list)  # (compute, hypervolume)
     compute: float = 0.0  # trial-seconds spent in all
-    makespan: float = 0.0  # simulated seconds from the first trial's start to the last's end
+    makespan: float = 0.0  # simulated seconds from the sweep's start (its screen's) to the end
     stopped: int = 0
     repeats: int = 0  # proposals answered from an earlier trial's record, not run
     students: list[Student] = field(default_factory=list)  # in the order they started
@@ -151,19 +189,23 @@ def replay(
     trials: int,
     reference: list[float],
     students: Sequence[Student] | None = None,
+    screen: Screen | None = None,
 ) -> Replay:
     """Simulate one sweep of `trials` trials on `workers` workers.
 
     Trials start when a worker is free and report in simulated time; the scheduler's rule sees
     reports in the order they happen. Compute is the sum of the trials' running times. The
     students come from the sweep's sampler, or, given `students`, are those in that order (to
-    run the very trials of another replay under another scheduler).
+    run the very trials of another replay under another scheduler). With a `screen`, its
+    seconds come first (one process, before any trial) and its pick is tried after the
+    `first:` points, as `search.screen` has the sweep do.
     """
     parent_layers = max((e, d) for e, d, _ in curves)
     sampler = make_sampler(config, parent_layers) if students is None else None
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    for point in config.first if students is None else ():
-        study.enqueue_trial(dict(point))
+    screened = screen.students if screen else []
+    for point in points_to_try(config, screened, parent_layers) if students is None else ():
+        study.enqueue_trial(point)
     budget = max(curve.budget for curve in curves.values())
     rungs = []
     if config.scheduler.name == "asha":
@@ -174,16 +216,21 @@ def replay(
     events: list[tuple[float, int, int]] = []  # (time, trial number, stage index)
     running: dict[int, tuple[optuna.Trial, Curve, float, list[Stage]]] = {}
     started = 0
+    spared = never_stopped(config)
+    first: set[int] = set()  # trial numbers of those points
 
     def propose() -> tuple[optuna.Trial, Student]:
         """The sampler's next student, as the product's searcher gets it: a proposal that
         repeats a measured one is told that trial's record and not run (`search.repeats`)."""
         for attempt in range(MAX_REPEATS + 1):
             trial = study.ask()
-            chosen = plan({**suggest(trial, config, parent_layers), **trial.params}, parent_layers)
+            values = {**suggest(trial, config, parent_layers), **trial.params}
+            chosen = plan(values, parent_layers)
             if attempt == MAX_REPEATS or not answer_repeat(study, trial):
                 break
             out.repeats += 1
+        if is_first_point(values, spared):
+            first.add(trial.number)
         return trial, (len(chosen.encoder_layers), len(chosen.decoder_layers), chosen.strategy)
 
     def start(now: float) -> None:
@@ -201,8 +248,9 @@ def replay(
         heapq.heappush(events, (now + plan_stages[0].seconds, trial.number, 0))
         started += 1
 
+    out.compute = screen.seconds if screen else 0.0
     for _ in range(workers):
-        start(0.0)
+        start(out.compute)
     while events:
         now, number, index = heapq.heappop(events)
         trial, curve, began, plan_stages = running[number]
@@ -210,7 +258,7 @@ def replay(
         if stage.final:
             study.tell(trial, [stage.rouge, curve.params])
             out.points.append((stage.rouge, curve.params))
-        elif rule.judge(str(number), stage.step, [stage.rouge, curve.params]):
+        elif rule.judge(str(number), stage.step, [stage.rouge, curve.params]) or number in first:
             heapq.heappush(events, (began + plan_stages[index + 1].seconds, number, index + 1))
             continue
         else:
@@ -284,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", type=Path, default=DEFAULT_SPACE)
     parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--screen-table", type=Path, default=SCREEN_TABLE)
     parser.add_argument("--sampler", action="append", choices=SAMPLERS, dest="samplers")
     parser.add_argument("--scheduler", action="append", choices=SCHEDULERS, dest="schedulers")
     parser.add_argument("--workers", type=int, action="append", help="default: 2 and 8")
@@ -294,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     config = load_config(args.space, args.overrides)
     curves = space_curves(load_curves(args.table), config)
+    args.screen = load_screen(args.screen_table, config.sampler.screen, set(curves))
     strategies = sorted({s for _, _, s in curves})
     parent = full_model(curves)
     reference = reference_point(config, int(curves[parent].params))
@@ -315,7 +365,8 @@ def report(
     full: tuple[float, float],
 ) -> None:
     """Print, per workers x sampler x scheduler, the compute to reach TARGET of the table's
-    hypervolume (mean and spread over seeds, and as a share of random search with fifo), the
+    hypervolume (mean and spread over seeds, and as a share of random search with fifo: the
+    loop a user would write, so it runs without the screen that the other samplers get), the
     final hypervolume share and how many seeds found a `TRADE_OFF` student; then, per sampler,
     what asha saves on fifo's very trials."""
     for workers in args.workers or [2, 8]:
@@ -324,29 +375,30 @@ def report(
             "sampler  scheduler  reached  compute-to-0.95 (h)  sd     vs random/fifo"
             "  final hv  spent (h)  wall (h)  stopped  repeats  trade-off"
         )
-        baseline = None
         fifo_runs: dict[str, list[Replay]] = {}
+        rows = []
         for sampler in args.samplers or SAMPLERS:
             for scheduler in args.schedulers or SCHEDULERS:
+                screen = None if sampler == "random" else args.screen
                 runs = [
                     replay(with_choice(config, sampler, scheduler, seed), curves, workers,
-                           args.trials, reference)
+                           args.trials, reference, screen=screen)
                     for seed in range(args.seeds)
                 ]  # fmt: skip
                 if scheduler == "fifo":
                     fifo_runs[sampler] = runs
-                row = summarize(runs, best, full)
-                if sampler == "random" and scheduler == "fifo":
-                    baseline = row["mean"]
-                ratio = row["mean"] / baseline if baseline else math.nan
-                print(
-                    f"{sampler:8} {scheduler:9}  {row['reached']:>7}  {row['mean']:19.2f}"
-                    f"  {row['sd']:5.2f}  {ratio:14.3f}  {row['final']:8.3f}  {row['spent']:9.2f}"
-                    f"  {row['wall']:8.2f}  {row['stopped']:7.1f}  {row['repeats']:7.1f}"
-                    f"  {row['trade_off']:>9}"
-                )
+                rows.append((sampler, scheduler, summarize(runs, best, full)))
+        baseline = next((r["mean"] for s, c, r in rows if (s, c) == ("random", "fifo")), None)
+        for sampler, scheduler, row in rows:
+            ratio = row["mean"] / baseline if baseline else math.nan
+            print(
+                f"{sampler:8} {scheduler:9}  {row['reached']:>7}  {row['mean']:19.2f}"
+                f"  {row['sd']:5.2f}  {ratio:14.3f}  {row['final']:8.3f}  {row['spent']:9.2f}"
+                f"  {row['wall']:8.2f}  {row['stopped']:7.1f}  {row['repeats']:7.1f}"
+                f"  {row['trade_off']:>9}"
+            )
         if fifo_runs and "asha" in (args.schedulers or SCHEDULERS):
-            report_same_trials(config, curves, workers, fifo_runs, reference)
+            report_same_trials(config, curves, workers, fifo_runs, reference, args.screen)
 
 
 def report_same_trials(
@@ -355,6 +407,7 @@ def report_same_trials(
     workers: int,
     fifo_runs: dict[str, list[Replay]],
     reference: list[float],
+    screen: Screen | None,
 ) -> None:
     """asha on the very trials each fifo replay ran, in the same order: the share of fifo's
     trial-seconds it spends and of fifo's final hypervolume it keeps (mean, min-max)."""
@@ -363,7 +416,10 @@ def report_same_trials(
         asha = with_choice(config, sampler, "asha", seed=0)
         compute, kept = [], []
         for fifo in runs:
-            again = replay(asha, curves, workers, len(fifo.students), reference, fifo.students)
+            screened = None if sampler == "random" else screen
+            again = replay(
+                asha, curves, workers, len(fifo.students), reference, fifo.students, screened
+            )
             compute.append(again.compute / fifo.compute)
             kept.append(again.trace[-1][1] / fifo.trace[-1][1])
         print(

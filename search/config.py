@@ -99,6 +99,7 @@ class SamplerConfig:
     seed: int = 0
     startup_trials: int = 10  # tpe, gp: trials sampled at random before it models the results
     constant_liar: bool = True  # tpe: running trials count as bad, so parallel ones differ
+    screen: int = 0  # evaluation pairs to score every student on untrained (`search.screen`)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class SchedulerConfig:
     rung_examples: int | None = 50  # asha: evaluation pairs a rung scores; null: all
     rung_num_beams: int = 1  # asha: a rung's beams (1: greedy); the final score decodes as set
     min_peers: int = 2  # pareto: peers at a step before it stops anything
+    stop_first: bool = False  # whether `first:` points may stop early (false: references)
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,8 @@ def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
         errors.append(
             f"sampler.startup_trials: must be 0 or more, got {config.sampler.startup_trials}"
         )
+    if config.sampler.screen < 0:
+        errors.append(f"sampler.screen: must be 0 or more, got {config.sampler.screen}")
     if config.sampler.name == "grid" and config.layers is not None:
         _check_grid(config, errors)
     _check_scheduler(config, errors)

@@ -17,22 +17,29 @@ Imported only when a sweep runs, since it imports Ray.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.config import ObjectiveConfig, SchedulerConfig
-from search.halving import SuccessiveHalving
+from search.halving import SuccessiveHalving, is_first_point
 from search.pareto import dominated_share
 
 
 class ParetoStopping(FIFOScheduler):
     """Stops a trial whose intermediate point most peers at the same step dominate."""
 
-    def __init__(self, config: SchedulerConfig, objectives: tuple[ObjectiveConfig, ...]) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        objectives: tuple[ObjectiveConfig, ...],
+        first: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         super().__init__()
         self.metrics = [o.metric for o in objectives]
         self.modes = [o.mode for o in objectives]
+        self.first = list(first)
         self.threshold = 1 - 1 / config.reduction_factor
         self.min_peers = config.min_peers
         self.rungs: dict[int, dict[str, list[float]]] = {}  # step -> trial id -> point
@@ -50,6 +57,8 @@ class ParetoStopping(FIFOScheduler):
         rung[trial.trial_id] = point
         if len(peers) < self.min_peers:
             return TrialScheduler.CONTINUE
+        if is_first_point(trial.config, self.first):
+            return TrialScheduler.CONTINUE
         if dominated_share(point, peers, self.modes) > self.threshold:
             self.stopped[trial.trial_id] = step
             return TrialScheduler.STOP
@@ -62,17 +71,24 @@ class ParetoStopping(FIFOScheduler):
 class SuccessiveHalvingStopping(FIFOScheduler):
     """Judges each rung result a trial reports (`rung` 1) by `search.halving`'s rule."""
 
-    def __init__(self, config: SchedulerConfig, objectives: tuple[ObjectiveConfig, ...]) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        objectives: tuple[ObjectiveConfig, ...],
+        first: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         super().__init__()
         self.metrics = [o.metric for o in objectives]
         self.rule = SuccessiveHalving(config.reduction_factor, [o.mode for o in objectives])
+        self.first = list(first)
         self.stopped: dict[str, int] = {}  # trial id -> the rung step it was stopped at
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if not result.get("rung") or any(result.get(m) is None for m in self.metrics):
             return TrialScheduler.CONTINUE
         step = int(result["step"])
-        if self.rule.judge(trial.trial_id, step, [float(result[m]) for m in self.metrics]):
+        point = [float(result[m]) for m in self.metrics]
+        if self.rule.judge(trial.trial_id, step, point) or is_first_point(trial.config, self.first):
             return TrialScheduler.CONTINUE
         self.stopped[trial.trial_id] = step
         return TrialScheduler.STOP
@@ -81,10 +97,15 @@ class SuccessiveHalvingStopping(FIFOScheduler):
         return f"SuccessiveHalvingStopping: {len(self.stopped)} stopped early"
 
 
-def make_scheduler(config: SchedulerConfig, objectives: tuple[ObjectiveConfig, ...]) -> Any:
-    """The Tune scheduler named in `space.yaml`: FIFO (none), MO-ASHA or Pareto stopping."""
+def make_scheduler(
+    config: SchedulerConfig,
+    objectives: tuple[ObjectiveConfig, ...],
+    first: Sequence[Mapping[str, Any]] = (),
+) -> Any:
+    """The Tune scheduler named in `space.yaml`: FIFO (none), MO-ASHA or Pareto stopping;
+    neither stops a trial of the points in `first` (`search.halving.never_stopped`)."""
     if config.name == "asha":
-        return SuccessiveHalvingStopping(config, objectives)
+        return SuccessiveHalvingStopping(config, objectives, first)
     if config.name == "pareto":
-        return ParetoStopping(config, objectives)
+        return ParetoStopping(config, objectives, first)
     return FIFOScheduler()

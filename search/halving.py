@@ -8,7 +8,8 @@ of those `n` results, and stops otherwise (Schmucker et al. 2021, "Multi-objecti
 Asynchronous Successive Halving"). A trial never waits for peers, so the rule works with two
 workers as with a hundred: early trials go on, later ones are held to what came before. A
 smaller model is never stopped by bigger ones alone: a point that no other point dominates is
-on the first front.
+on the first front. The sweep's `first:` points are judged but never stopped
+(`never_stopped`).
 
 Pure: no Ray, no torch. `search.early_stopping` runs it as a Ray Tune scheduler, and
 `bench/simulate.py` replays sweeps with the very same rule.
@@ -17,9 +18,10 @@ Pure: no Ray, no torch. `search.early_stopping` runs it as a Ray Tune scheduler,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from search.config import SchedulerConfig
+from search.config import SchedulerConfig, SweepConfig
 from search.pareto import front_ranks
 from trainables.config import RungConfig
 
@@ -56,6 +58,19 @@ class SuccessiveHalving:
         keep = math.ceil(len(trials) / self.reduction_factor)
         cutoff = sorted(ranks)[keep - 1]
         return bool(ranks[trials.index(trial)] <= cutoff)
+
+
+def never_stopped(config: SweepConfig) -> list[dict[str, Any]]:
+    """The points a scheduler must not stop: the sweep's `first:` points, the references its
+    front is read against (the full model, say), unless `scheduler.stop_first` says they are
+    mere starting points. They run their whole budget and report at the rungs, so the others
+    are judged against them."""
+    return [] if config.scheduler.stop_first else [dict(p) for p in config.first]
+
+
+def is_first_point(values: Mapping[str, Any], first: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a trial's values are one of `first` (points that may leave values out)."""
+    return any(all(values.get(k) == v for k, v in point.items()) for point in first)
 
 
 def rung_config(scheduler: SchedulerConfig, total_steps: int) -> RungConfig:

@@ -61,6 +61,8 @@ class Prepared:
     parent_size: ParamCount | None = None  # with parent_params' non-embedding part
     layer_sizes: LayerSizes | None = None  # what each layer takes with it: student sizes
     seconds: float = 0.0  # what `prepare` took: model load, tokenizing (and checks it ran)
+    screen: tuple = ()  # every student scored untrained, for a new sweep (`search.screen`)
+    screen_seconds: float = 0.0
 
 
 def needs_pseudo_labels(config: SweepConfig) -> bool:

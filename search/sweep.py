@@ -30,8 +30,10 @@ from search.preflight import (
     check_resources,
     prepare,
 )
+from search.screen import SCREEN_FILE, describe_student, screen_csv, screen_picks, screen_students
 from search.tracking import (
     OUTCOME_TAG,
+    SCREEN_PICKS_TAG,
     TRIALS_TAG,
     TUNE_EXPERIMENT_TAG,
     Tracker,
@@ -122,7 +124,7 @@ def run_sweep(
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
     check_study_storage(paths.optuna_url)
-    prepared, ray_seconds = _prepare_and_start_ray(config, address, paths, progress)
+    prepared, ray_seconds = _prepare_and_start_ray(config, address, paths, progress, screen=True)
     sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tracker = Tracker(uri, config.name, paths.artifacts)
     tags = {"base_model": config.model, "optuna_storage": shown_url(paths.optuna_url)}
@@ -130,6 +132,8 @@ def run_sweep(
     tracker.log_sweep_text(yaml.safe_dump(raw if raw is not None else asdict(config)), SPACE_FILE)
     echo(progress, f"sweep {sweep}: {config.trials} trials, tracking {uri}")
     echo(progress, f"library messages and warnings: {keep_log(paths.log(sweep))}")
+    if prepared.screen:
+        _record_screen(config, prepared, tracker, progress)
     limit = max_failures or failure_limit(config.trials)
     return _drive(SweepRun(sweep, config, prepared, tracker, paths, limit, progress, ray_seconds))
 
@@ -230,9 +234,14 @@ def _extend(
 
 
 def _prepare_and_start_ray(
-    config: SweepConfig, address: str | None, paths: SweepPaths, progress: bool
+    config: SweepConfig,
+    address: str | None,
+    paths: SweepPaths,
+    progress: bool,
+    screen: bool = False,
 ) -> tuple[Prepared, float]:
-    """Check the inputs, then load the model and tokenize the data while Ray starts.
+    """Check the inputs, then load the model and tokenize the data (and, for a new sweep
+    with `sampler.screen`, score every student untrained) while Ray starts.
 
     Neither needs the other and each takes seconds, so the sweep's first trial starts sooner.
     Inputs and the cluster address are checked first, so bad input fails before Ray starts;
@@ -257,7 +266,9 @@ def _prepare_and_start_ray(
         f"evaluation pairs; starting Ray{' at ' + address if address else ''}",
     )
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
-        preparing = pool.submit(prepare, config, inputs, paths.pseudo_labels, progress)
+        preparing = pool.submit(
+            _prepare, config, inputs, paths, progress, screen and config.sampler.screen > 0
+        )
         started = 0.0
         try:
             if not ray.is_initialized():
@@ -277,6 +288,30 @@ def _prepare_and_start_ray(
             if started and ray.is_initialized():
                 ray.shutdown()
             raise
+
+
+def _prepare(
+    config: SweepConfig, inputs: Any, paths: SweepPaths, progress: bool, screen: bool
+) -> Prepared:
+    prepared = prepare(config, inputs, paths.pseudo_labels, progress)
+    if not screen:
+        return prepared
+    screened, seconds = screen_students(config, prepared)
+    return dataclasses.replace(prepared, screen=tuple(screened), screen_seconds=seconds)
+
+
+def _record_screen(
+    config: SweepConfig, prepared: Prepared, tracker: Tracker, progress: bool
+) -> None:
+    """Keep the screen's scores with the sweep (screen.csv) and say what it picked."""
+    tracker.log_sweep_text(screen_csv(prepared.screen), SCREEN_FILE)
+    tracker.log_sweep_metrics({"screen_seconds": prepared.screen_seconds}, step=0)
+    picks = screen_picks(prepared.screen, config, prepared.parent_layers)
+    names = [describe_student(s.values) for s in picks]
+    if names:
+        tracker.set_sweep_tags({SCREEN_PICKS_TAG: ", ".join(names)})
+    said = f"screened {len(prepared.screen)} students untrained in {prepared.screen_seconds:.0f}s"
+    echo(progress, f"{said}; trained first: {', '.join(names) or 'the first: points'}")
 
 
 def failure_limit(trials: int) -> int:

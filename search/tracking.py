@@ -28,6 +28,7 @@ OUTCOME_TAG = "shrink_sweep.outcome"  # finished, failed, stopped, running
 # experiment is named as the sweep) and the trials it now has in all.
 TUNE_EXPERIMENT_TAG = "shrink_sweep.tune_experiment"
 TRIALS_TAG = "shrink_sweep.trials"
+SCREEN_PICKS_TAG = "shrink_sweep.screen_picks"  # the students the screen had trained first
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow 3 keeps an experiment's kind in this tag; "custom_model_development" is its
 # model-training kind (the UI's "Model training" side), "genai_development" its GenAI one.

@@ -112,12 +112,13 @@ def _new_tuner(
     from ray import tune
 
     from search.early_stopping import make_scheduler
+    from search.halving import never_stopped
 
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=_searcher(config, prepared, callback, paths, first=not earlier),
-            scheduler=make_scheduler(config.scheduler, config.objectives),
+            scheduler=make_scheduler(config.scheduler, config.objectives, never_stopped(config)),
             num_samples=config.trials - earlier,
             # Without a limit Tune lets a searcher have one trial pending at a time, so the
             # other slots idle while that trial's worker starts.
@@ -170,8 +171,10 @@ def _searcher(
     first: bool = True,
 ) -> Any:
     """Ray's Optuna searcher over the sweep's study (`callback.sweep`; an existing one is
-    continued), trying the `first:` points first unless told they were tried."""
+    continued), trying the `first:` points and the screen's pick first unless told they were
+    tried."""
     from search.front import reference_point
+    from search.screen import points_to_try
     from search.searcher import SweepSearch
 
     return SweepSearch(
@@ -181,7 +184,11 @@ def _searcher(
         sampler=make_sampler(config, prepared.parent_layers),
         study_name=callback.sweep,
         storage=_optuna_storage(paths.optuna_url),
-        points_to_evaluate=[dict(p) for p in config.first] if first and config.first else None,
+        points_to_evaluate=(
+            points_to_try(config, prepared.screen, prepared.parent_layers) or None
+            if first
+            else None
+        ),
         constraints=config.constraints,
         objectives=config.objectives,
         reference=reference_point(config, prepared.parent_params),

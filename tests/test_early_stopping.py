@@ -9,10 +9,11 @@ import optuna
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from test_sweep import shrink_sweep, sweep_runs, write_space
+from tiny import tiny_space
 
-from search.config import ObjectiveConfig, SchedulerConfig
+from search.config import ObjectiveConfig, SchedulerConfig, config_from_dict
 from search.early_stopping import ParetoStopping, SuccessiveHalvingStopping, make_scheduler
-from search.halving import SuccessiveHalving, rung_config, rung_steps
+from search.halving import SuccessiveHalving, never_stopped, rung_config, rung_steps
 from search.repeats import STOPPED_AT_ATTR
 from trainables.config import RungConfig
 
@@ -21,7 +22,7 @@ OBJECTIVES = (ObjectiveConfig("rougeL", "max"), ObjectiveConfig("params", "min")
 
 def report(scheduler: ParetoStopping, trial_id: str, step: int, rouge: float, params: float):
     result = {"step": step, "rougeL": rouge, "params": params}
-    return scheduler.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
+    return scheduler.on_trial_result(None, SimpleNamespace(trial_id=trial_id, config={}), result)
 
 
 def test_a_trial_most_peers_dominate_stops_and_others_go_on():
@@ -45,10 +46,11 @@ def test_a_trial_most_peers_dominate_stops_and_others_go_on():
 def test_final_results_and_results_without_objectives_are_never_stopped():
     scheduler = ParetoStopping(SchedulerConfig("pareto", min_peers=1), OBJECTIVES)
     report(scheduler, "a", 100, 30.0, 1e6)
+    b = SimpleNamespace(trial_id="b", config={})
     final = {"step": 100, "rougeL": 1.0, "params": 9e6, "final": 1}
-    assert scheduler.on_trial_result(None, SimpleNamespace(trial_id="b"), final) == "CONTINUE"
+    assert scheduler.on_trial_result(None, b, final) == "CONTINUE"
     partial = {"step": 100, "params": 9e6}
-    assert scheduler.on_trial_result(None, SimpleNamespace(trial_id="b"), partial) == "CONTINUE"
+    assert scheduler.on_trial_result(None, b, partial) == "CONTINUE"
     assert scheduler.stopped == {}
 
 
@@ -109,7 +111,7 @@ def test_with_eta_2_half_of_the_rung_goes_on_even_behind_the_front():
 
 def asha_report(scheduler, trial_id, step, rouge, params, **extra):
     result = {"step": step, "rougeL": rouge, "params": params, "rung": 1, **extra}
-    return scheduler.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
+    return scheduler.on_trial_result(None, SimpleNamespace(trial_id=trial_id, config={}), result)
 
 
 def test_the_tune_scheduler_judges_rung_results_only():
@@ -124,6 +126,26 @@ def test_the_tune_scheduler_judges_rung_results_only():
     assert scheduler.stopped == {"b": 56}
 
 
+def test_a_first_point_is_judged_but_never_stopped_unless_the_sweep_says_so():
+    config = config_from_dict(tiny_space("unused"))
+    full = {"encoder": 4, "decoder": 3, "strategy": "sft"}  # its one first point
+    spared = never_stopped(config)
+    assert spared == [full]
+    scheduler = SuccessiveHalvingStopping(SchedulerConfig("asha"), OBJECTIVES, spared)
+
+    def report(trial_id, values, rouge, params):
+        trial = SimpleNamespace(trial_id=trial_id, config={**values, "learning_rate": 1e-3})
+        result = {"step": 56, "rougeL": rouge, "params": params, "rung": 1}
+        return scheduler.on_trial_result(None, trial, result)
+
+    assert report("small", {"encoder": 2, "decoder": 3, "strategy": "sft"}, 30.0, 2e6) == "CONTINUE"
+    assert report("full", full, 20.0, 3e6) == TrialScheduler.CONTINUE  # dominated, spared
+    assert scheduler.rule.results[56]["full"] == [20.0, 3e6]  # and judged against later
+    assert report("other", {**full, "strategy": "last"}, 19.0, 3e6) == TrialScheduler.STOP
+    stop_first = config_from_dict(tiny_space("unused", scheduler={"stop_first": True}))
+    assert never_stopped(stop_first) == []
+
+
 @pytest.mark.slow
 def test_stopped_trials_are_stopped_in_mlflow_and_pruned_in_optuna(tmp_path, tiny_t5_path):
     # asha with eta 2 and 3 rungs judges at steps 3 and 6 of 12. With parameter count the only
@@ -135,7 +157,13 @@ def test_stopped_trials_are_stopped_in_mlflow_and_pruned_in_optuna(tmp_path, tin
         tmp_path,
         tiny_t5_path,
         objectives=[{"metric": "params", "mode": "min"}],
-        scheduler={"name": "asha", "reduction_factor": 2, "rungs": 3, "rung_examples": 4},
+        scheduler={
+            "name": "asha",
+            "reduction_factor": 2,
+            "rungs": 3,
+            "rung_examples": 4,
+            "stop_first": True,  # the first points set the order here, not references
+        },
         train={"learning_rate": 1e-3, "max_steps": 12, "batch_size": 8, "eval_every": 0},
         max_concurrent=1,
         trials=3,

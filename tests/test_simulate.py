@@ -12,6 +12,7 @@ from bench.common import append_row
 from bench.simulate import (
     Curve,
     Replay,
+    Screen,
     load_curves,
     replay,
     space_curves,
@@ -23,6 +24,7 @@ from bench.simulate import (
 )
 from search.config import config_from_dict
 from search.pareto import hypervolume
+from search.screen import Screened
 
 # A 2+2 teacher, budget 27 steps, checkpoints at 1, 3, 9 and 27 (the rungs of eta 3).
 # Per student: params, setup seconds, and per checkpoint (train s, rung rouge, final rouge).
@@ -96,11 +98,13 @@ def test_fifo_on_one_worker_spends_every_students_full_cost_and_finds_the_table_
     assert [c for c, _ in result.trace] == sorted(c for c, _ in result.trace)
 
 
+ASHA = with_choice(space(), "random", "asha", seed=0)
+THEN_DOMINATED = [(2, 1, "sft"), (1, 2, "sft")]  # 1+2 is dominated by 2+1 at rung 3
+
+
 def test_asha_stops_the_dominated_student_at_its_first_rung_and_saves_its_cost(curves):
-    # 2+1 first, then 1+2 (dominated by it at rung 3): one worker, so 2+1 reported first.
-    first = [{"encoder": 2, "decoder": 1}, {"encoder": 1, "decoder": 2}]
-    config = with_choice(space(first=first), "random", "asha", seed=0)
-    result = replay(config, curves, workers=1, trials=2, reference=[0.0, 400.0])
+    # One worker, so 2+1 reported first.
+    result = replay(ASHA, curves, 1, 2, [0.0, 400.0], students=THEN_DOMINATED)
     assert result.stopped == 1
     stopped_at = 2.0 + 3.0 + RUNG_EVAL  # start-up, 3 steps, one cheap evaluation
     kept = 2.0 + 27.0 + 2 * RUNG_EVAL + FINAL_EVAL
@@ -108,23 +112,24 @@ def test_asha_stops_the_dominated_student_at_its_first_rung_and_saves_its_cost(c
     assert result.points == [(29.0, 300.0)]
 
 
-def test_asha_never_stops_a_smaller_model_for_being_worse_than_bigger_ones(curves):
-    first = [
-        {"encoder": 2, "decoder": 2},
-        {"encoder": 2, "decoder": 1},
-        {"encoder": 1, "decoder": 1},
-    ]
+def test_asha_never_stops_a_first_point_so_the_references_run_their_budget(curves):
+    first = [{"encoder": 2, "decoder": 1}, {"encoder": 1, "decoder": 2}]
     config = with_choice(space(first=first), "random", "asha", seed=0)
-    result = replay(config, curves, workers=1, trials=3, reference=[0.0, 400.0])
+    result = replay(config, curves, workers=1, trials=2, reference=[0.0, 400.0])
+    assert result.students == THEN_DOMINATED
+    assert result.stopped == 0 and result.points == [(29.0, 300.0), (4.5, 300.0)]
+
+
+def test_asha_never_stops_a_smaller_model_for_being_worse_than_bigger_ones(curves):
+    students = [(2, 2, "sft"), (2, 1, "sft"), (1, 1, "sft")]
+    result = replay(ASHA, curves, 1, 3, [0.0, 400.0], students=students)
     assert result.stopped == 0 and len(result.points) == 3
 
 
 def test_on_two_workers_the_rule_sees_reports_in_simulated_time(curves):
     # 1+2 and 2+1 start together; 1+2 reaches rung 3 at the same time as 2+1 but is second in
     # the queue (ties go by trial number), so it is judged against 2+1 and stopped.
-    first = [{"encoder": 2, "decoder": 1}, {"encoder": 1, "decoder": 2}]
-    config = with_choice(space(first=first), "random", "asha", seed=0)
-    result = replay(config, curves, workers=2, trials=2, reference=[0.0, 400.0])
+    result = replay(ASHA, curves, 2, 2, [0.0, 400.0], students=THEN_DOMINATED)
     assert result.stopped == 1
     # Both start at 0: the trace's compute counts the stopped trial and the running one's time.
     assert result.trace[0][0] == pytest.approx(2 * (2.0 + 3.0 + RUNG_EVAL))
@@ -209,3 +214,19 @@ def test_the_simulated_space_is_the_table_cut_to_the_configured_strategies(curve
     with pytest.raises(SystemExit, match=r"no students of strategy \['first'\]"):
         space_curves(curves, space(layers={"encoder": [1, 2], "decoder": [1, 2],
                                            "strategy": ["sft", "first"]}))  # fmt: skip
+
+
+def test_a_screen_costs_its_seconds_first_and_its_picks_run_after_the_first_points(curves):
+    # Screened untrained: 2+2 < 2+1 < 1+1 in loss, 1+2 dominated. The knee of that front is
+    # 2+1; its neighbours 1+1 and 2+2; 2+2 is the first point, so the picks add 2+1, 1+1.
+    losses = {(2, 2): 4.0, (2, 1): 4.5, (1, 2): 9.0, (1, 1): 8.0}
+    students = [
+        Screened({"strategy": "sft", "encoder": e, "decoder": d}, int(params), 0, losses[e, d])
+        for (e, d), (params, _, _) in TINY.items()
+    ]
+    config = with_choice(space(first=[{"encoder": 2, "decoder": 2}]), "random", "fifo", seed=0)
+    screened = replay(config, curves, 1, 3, [0.0, 400.0], screen=Screen(students, 10.0))
+    assert screened.students == [(2, 2, "sft"), (2, 1, "sft"), (1, 1, "sft")]
+    trials = sum(full_cost(curves[s]) for s in screened.students)
+    assert screened.compute == pytest.approx(10.0 + trials)
+    assert screened.makespan == pytest.approx(10.0 + trials)  # one worker, after the screen

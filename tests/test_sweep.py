@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from tiny import tiny_space
 
 REPO = Path(__file__).resolve().parents[1]
+SIDES = ("encoder", "decoder")
 
 
 def write_space(directory: Path, model: Path, **changes) -> Path:
@@ -53,7 +54,7 @@ def sweep_runs(store: Path, experiment: str = "tiny") -> tuple[MlflowClient, obj
 
 
 def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
-    space = write_space(tmp_path, tiny_t5_path)
+    space = write_space(tmp_path, tiny_t5_path, sampler={"screen": 4})
     done = shrink_sweep("run", str(space), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Pareto front (" in done.stdout
@@ -90,8 +91,21 @@ def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
     assert len(full) == 1 and full[0].data.params["decoder_layers"] == "[0,1,2]"
     assert full[0].data.metrics["params"] > min(c.data.metrics["params"] for c in children)
 
+    # The second trial is the screen's first pick, as the sweep said and kept.
+    picks = parent.data.tags["shrink_sweep.screen_picks"].split(", ")
+    assert len(picks) == 1 and picks != ["4+3 sft"]  # two trials: the first point and one
+    assert f"; trained first: {', '.join(picks)}\n" in done.stdout
+    second = next(c for c in children if c is not full[0])
+    encoder, decoder = (len(second.data.params[f"{side}_layers"].split(",")) for side in SIDES)
+    assert picks[0] == f"{encoder}+{decoder} {second.data.params['strategy']}"
+
     artifacts = {a.path: a for a in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto.csv", "pareto.html"} <= set(artifacts)
+    assert {"pareto.csv", "pareto.html", "screen.csv"} <= set(artifacts)
+    screen = client.download_artifacts(parent.info.run_id, "screen.csv", str(tmp_path))
+    screened = list(csv.DictReader(io.StringIO(Path(screen).read_text())))
+    assert len(screened) == 20  # 1-4 x 1-3 layers, sft, spread, first: 20 distinct students
+    assert all(float(r["loss"]) > 0 for r in screened)
+    assert parent.data.metrics["screen_seconds"] > 0
     assert artifacts["pareto.html"].file_size > 1_000_000  # plotly.js embedded
     table = client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path))
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))

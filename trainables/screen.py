@@ -1,0 +1,59 @@
+"""The zero-shot screen: every candidate student scored before any of them trains.
+
+A student cut from a pretrained model keeps part of what the model knew, and how much shows
+before fine-tuning: its teacher-forced loss on a few evaluation pairs ranks the demo teacher's
+72 students much as their fine-tuned ROUGE-L does (bench/README.md "Screen"), at a fraction of
+a second each. The sweep uses it to decide what to train first (`search.screen`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainables.data import TokenizedData
+
+Layers = tuple[Sequence[int], Sequence[int]]  # the encoder and decoder layers a student keeps
+
+
+@dataclass(frozen=True)
+class ZeroShotScore:
+    """One student before training: its parameters and evaluation loss."""
+
+    params: int
+    params_non_embedding: int
+    loss: float
+
+
+def zero_shot_scores(
+    base: Any, data: TokenizedData, students: Sequence[Layers], examples: int
+) -> list[ZeroShotScore]:
+    """Shrink the base model to each student and score it untrained.
+
+    Args:
+        base: the packed base model (`trainables.trial.PackedModel`).
+        data: the sweep's tokenized data; only the first `examples` evaluation pairs are used.
+        students: the layers each student keeps, as `shrink` takes them.
+        examples: evaluation pairs each student is scored on.
+
+    Returns:
+        Each student's parameter count and mean token cross-entropy on those pairs (lower is
+        better), in the order given.
+    """
+    from trainables.scoring import eval_loss
+    from trainables.shrink import count_parameters, shrink
+    from trainables.trial import load_base
+
+    with tempfile.TemporaryDirectory() as tmp:
+        parent, tokenizer = load_base(str(base.unpack(Path(tmp))))
+    head = data.eval_head(examples)
+    scores = []
+    for encoder, decoder in students:
+        student = shrink(parent, encoder, decoder)
+        loss = eval_loss(student, head, tokenizer.pad_token_id)
+        counts = count_parameters(student)
+        scores.append(ZeroShotScore(counts.total, counts.non_embedding, loss))
+    return scores
