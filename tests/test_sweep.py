@@ -188,6 +188,19 @@ def test_the_default_sweep_runs_offline_and_shows_the_trade_off(tmp_path):
     assert len(full) == 1  # the whole teacher, fine-tuned with the same budget
     assert full[0].info.status == "FINISHED"
     assert full[0].data.metrics["rougeL"] > 25  # the lead baseline scores 23 on test
+    # The trade-off a user ships, found by the search (the screen's picks), not listed first:
+    # a student with >= 90% of the full model's ROUGE-L at <= 60% of its parameters.
+    whole = full[0].data.metrics
+    found = [
+        f"{len(c.data.params['encoder_layers'].split(','))}+"
+        f"{len(c.data.params['decoder_layers'].split(','))} {c.data.params['strategy']}"
+        for c in children
+        if c.info.status == "FINISHED"
+        and c.data.metrics["params"] <= 0.6 * whole["params"]
+        and c.data.metrics["rougeL"] >= 0.9 * whole["rougeL"]
+    ]
+    picks = parent.data.tags["shrink_sweep.screen_picks"].split(", ")
+    assert set(found) & set(picks), (found, picks)
 
     # The export scores the knee on the held-out test split too, all 2,662 pairs by default.
     done = shrink_sweep("export", cwd=tmp_path, env=env, timeout=1200)
