@@ -260,15 +260,15 @@ def _prepare_and_start_ray(
     echo(progress, f"checking the model ({config.model}) and the data")
     inputs = check_inputs(config)
     pairs = {role: len(split) for role, split in inputs[1].items()}
+    screen = screen and config.sampler.screen > 0
     echo(
         progress,
         f"loading the model and tokenizing {pairs['train']:,} training and {pairs['eval']:,} "
-        f"evaluation pairs; starting Ray{' at ' + address if address else ''}",
+        f"evaluation pairs{', then scoring every student untrained' if screen else ''}; "
+        f"starting Ray{' at ' + address if address else ''}",
     )
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
-        preparing = pool.submit(
-            _prepare, config, inputs, paths, progress, screen and config.sampler.screen > 0
-        )
+        preparing = pool.submit(_prepare, config, inputs, paths, progress, screen)
         started = 0.0
         try:
             if not ray.is_initialized():
