@@ -1,4 +1,4 @@
-"""What to train first: the zero-shot screen's pick.
+"""What to train first: the zero-shot screen's picks.
 
 With `sampler.screen: N`, every student the space allows (each strategy x encoder x decoder
 count; students that keep the same layers count once) is shrunk and scored untrained on N
@@ -7,7 +7,8 @@ loss against parameters foreshadows the sweep's front, and its knee, by the rule
 for the best trade-off (`search.pareto.knee`), is the student the screen expects to be that
 trade-off. The sweep trains it and its two neighbours on the screen's front right after the
 `first:` points; the sampler proposes the rest, knowing their scores. A sampler left to
-itself needs many trials to find such a student among dozens (bench/README.md "Screen").
+itself needs many trials to find such a student among dozens (bench/README.md, "Zero-shot
+screen").
 """
 
 from __future__ import annotations
