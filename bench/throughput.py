@@ -133,10 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 def build_student(prepared: Prepared, trial: TrialConfig) -> tuple[Any, Any]:
     """The shrunk student and its tokenizer, built as `run_trial` builds them."""
     from trainables.shrink import shrink
-    from trainables.trial import load_base
+    from trainables.trial import load_packed
 
-    with tempfile.TemporaryDirectory() as tmp:
-        parent, tokenizer = load_base(str(prepared.base.unpack(Path(tmp))))
+    parent, tokenizer = load_packed(prepared.base)
     return shrink(parent, trial.encoder_layers, trial.decoder_layers), tokenizer
 
 

@@ -67,10 +67,7 @@ def screen_students(config: SweepConfig, prepared: Any) -> tuple[list[Screened],
 
     start = time.perf_counter()
     candidates = screen_candidates(config, prepared.parent_layers)
-    students = []
-    for values in candidates:
-        chosen = plan(values, prepared.parent_layers)
-        students.append((chosen.encoder_layers, chosen.decoder_layers))
+    students = [_kept_layers(values, prepared.parent_layers) for values in candidates]
     scores = zero_shot_scores(prepared.base, prepared.data, students, config.sampler.screen)
     screened = [
         Screened(values, s.params, s.params_non_embedding, s.loss)

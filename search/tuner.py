@@ -185,9 +185,7 @@ def _searcher(
         study_name=callback.sweep,
         storage=_optuna_storage(paths.optuna_url),
         points_to_evaluate=(
-            points_to_try(config, prepared.screen, prepared.parent_layers) or None
-            if first
-            else None
+            points_to_try(config, prepared.screen, prepared.parent_layers) if first else None
         ),
         constraints=config.constraints,
         objectives=config.objectives,

@@ -2,16 +2,14 @@
 
 A student cut from a pretrained model keeps part of what the model knew, and how much shows
 before fine-tuning: its teacher-forced loss on a few evaluation pairs ranks the demo teacher's
-72 students much as their fine-tuned ROUGE-L does (bench/README.md "Screen"), at a fraction of
-a second each. The sweep uses it to decide what to train first (`search.screen`).
+72 students much as their fine-tuned ROUGE-L does (bench/README.md, "Zero-shot screen"), at a
+fraction of a second each. The sweep uses it to decide what to train first (`search.screen`).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from trainables.data import TokenizedData
@@ -45,10 +43,9 @@ def zero_shot_scores(
     """
     from trainables.scoring import eval_loss
     from trainables.shrink import count_parameters, shrink
-    from trainables.trial import load_base
+    from trainables.trial import load_packed
 
-    with tempfile.TemporaryDirectory() as tmp:
-        parent, tokenizer = load_base(str(base.unpack(Path(tmp))))
+    parent, tokenizer = load_packed(base)
     head = data.eval_head(examples)
     scores = []
     for encoder, decoder in students:

@@ -130,6 +130,12 @@ def pack_base(name_or_path: str, trust_remote_code: bool = False) -> tuple[Packe
     return packed, model, tokenizer
 
 
+def load_packed(base: PackedModel) -> tuple[Any, Any]:
+    """Load a packed base model (as `pack_base` sent it) and its tokenizer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_base(str(base.unpack(Path(tmp))))
+
+
 def size_on_disk_mb(directory: Path) -> float:
     """Megabytes (10^6 bytes) of the weight files in a saved model directory."""
     weights = [
@@ -248,8 +254,7 @@ def shrunk_student(config: TrialConfig, base: PackedModel) -> tuple[Any, Any, An
     parameter counts."""
     from trainables.shrink import count_parameters, shrink
 
-    with tempfile.TemporaryDirectory() as tmp:
-        parent, tokenizer = load_base(str(base.unpack(Path(tmp))))
+    parent, tokenizer = load_packed(base)
     teacher = copy.deepcopy(parent) if config.train.uses_teacher else None
     student = shrink(parent, config.encoder_layers, config.decoder_layers)
     counts = count_parameters(student)
