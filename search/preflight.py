@@ -7,6 +7,7 @@ which every trial receives through Ray's object store.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -46,6 +47,7 @@ TOKENIZER_FILES = (
     "vocab.json",
     "vocab.txt",
 )
+logger = logging.getLogger(__name__)
 RAY_CONNECT_SECONDS = 5.0
 PROGRESS_SECONDS = 10.0  # between progress lines of pseudo-labeling
 
@@ -75,10 +77,10 @@ def _pseudo_labeled(
     config: SweepConfig,
     model: Any,
     tokenizer: Any,
-    base: PackedModel,
     cache: Path | None,
     progress: bool,
 ) -> TokenizedData:
+    from trainables.fingerprint import model_key
     from trainables.pseudo import add_pseudo_labels
 
     last_report = [0.0]
@@ -89,8 +91,20 @@ def _pseudo_labeled(
             left = seconds / done * (total - done)
             echo(progress, f"pseudo-labels: {done:,}/{total:,} sources, {left:.0f} s to go")
 
+    def warn(message: str) -> None:
+        logger.warning(message)
+        echo(progress, f"warning: {message}")
+
     labeled, source = add_pseudo_labels(
-        data, model, tokenizer, base.files, config.data, config.decoding, cache, report
+        data,
+        model,
+        tokenizer,
+        model_key(model, tokenizer),
+        config.data,
+        config.decoding,
+        cache,
+        report,
+        warn,
     )
     where = f"read from {source}" if source else f"generated, kept in {cache}"
     echo(progress, f"pseudo-labels: {len(labeled.pseudo_sources):,} sources, {where}")
@@ -264,7 +278,7 @@ def prepare(
     data = tokenize_splits(splits, tokenizer, config.data)
     check_token_ids(config.model, data, model_config)
     if needs_pseudo_labels(config):
-        data = _pseudo_labeled(data, config, model, tokenizer, base, pseudo_label_cache, progress)
+        data = _pseudo_labeled(data, config, model, tokenizer, pseudo_label_cache, progress)
     size = count_parameters(model)
     return Prepared(
         base=base,

@@ -2,15 +2,16 @@
 from (the PL variant of Shleifer & Rush 2020).
 
 They are generated once per sweep with the sweep's decoding and kept in a cache directory keyed
-by a hash of what they depend on (the base model's files, the sources' token ids, the decoding
-and the target length), so a second sweep of the same model, data and decoding reuses them and a
-change of any of these makes new ones.
+by what they depend on, part by part (`label_key`): the base model's content (weights,
+configuration, generation settings, tokenizer; `trainables.fingerprint`), the sources' token
+ids, the decoding and the target length. Not the library versions: the shipped demo labels
+stay valid across upgrades. Each file records its key's parts, so when the labels shipped for
+a sweep's model or data no longer match, the miss names the part that differs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -22,6 +23,7 @@ import numpy as np
 
 from trainables.config import DataConfig, DecodingConfig
 from trainables.data import TokenizedData, TokenRows, tokenize_targets
+from trainables.fingerprint import combined_key, differing_parts, digest_json, rows_digest
 
 # Made by the demo teacher for the default sweep (`data.pseudo_examples: 8000`, its decoding),
 # shipped so that the README's first command does not spend minutes making them again; any
@@ -42,22 +44,46 @@ def pseudo_sources(n_train: int, limit: int | None) -> np.ndarray:
     return np.sort(rng.choice(n_train, size=limit, replace=False))
 
 
-def cache_key(
-    model_files: Mapping[str, bytes],
+def label_key(
+    model_key: Mapping[str, str],
     sources: TokenRows,
     decoding: DecodingConfig,
     max_target_length: int,
-) -> str:
-    """A hash of everything the pseudo-labels depend on."""
-    digest = hashlib.sha256()
-    for name in sorted(model_files):
-        digest.update(name.encode())
-        digest.update(hashlib.sha256(model_files[name]).digest())
-    digest.update(np.ascontiguousarray(sources.values, dtype=np.int32).tobytes())
-    digest.update(np.ascontiguousarray(sources.offsets, dtype=np.int64).tobytes())
-    settings = {**dataclasses.asdict(decoding), "max_target_length": max_target_length}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    return digest.hexdigest()[:24]
+) -> dict[str, str]:
+    """The parts of everything the pseudo-labels depend on, each a digest.
+
+    Args:
+        model_key: The base model's parts (`trainables.fingerprint.model_key`).
+        sources: The token ids of the sources that get labels.
+        decoding: The sweep's decoding.
+        max_target_length: The labels' length limit.
+    """
+    return {
+        **model_key,
+        "sources": rows_digest(sources.values, sources.offsets),
+        "decoding": digest_json(dataclasses.asdict(decoding)),
+        "max_target_length": digest_json(max_target_length),
+    }
+
+
+def shipped_mismatch(key: Mapping[str, str], shipped: Path = SHIPPED) -> str | None:
+    """Why the shipped labels that nearly fit a sweep do not: None when none nearly fit.
+
+    Shipped labels nearly fit when they were made with the sweep's decoding and target length
+    for its base model's weights or its sources; the message names the parts that differ.
+    """
+    anchors = ("decoding", "max_target_length")
+    for path in sorted(shipped.glob("*.json")):
+        theirs = _read_key(path)
+        if theirs is None or any(theirs.get(a) != key[a] for a in anchors):
+            continue
+        differ = differing_parts(key, theirs)
+        if differ and not {"weights", "sources"} <= set(differ):
+            return (
+                f"the shipped pseudo-labels {path} were made for this sweep's decoding but "
+                f"another {', '.join(differ)}; generating new ones"
+            )
+    return None
 
 
 def generate_texts(
@@ -94,11 +120,12 @@ def add_pseudo_labels(
     data: TokenizedData,
     model: Any,
     tokenizer: Any,
-    model_files: Mapping[str, bytes],
+    model_key: Mapping[str, str],
     config: DataConfig,
     decoding: DecodingConfig,
     cache: Path | None,
     progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[TokenizedData, Path | None]:
     """The data with pseudo-labels for `config.pseudo_examples` training sources, read from
     `cache` when they were made before, else generated (and kept there).
@@ -107,11 +134,12 @@ def add_pseudo_labels(
         data: The tokenized sweep data.
         model: The base model, which writes the labels.
         tokenizer: Its tokenizer.
-        model_files: The base model's saved files (part of the cache key).
+        model_key: The base model's content key (`trainables.fingerprint.model_key`).
         config: The data settings (`pseudo_examples`, `max_target_length`).
         decoding: The sweep's decoding.
         cache: A directory for `<key>.json` files; None: always generate.
         progress: Told of generation progress.
+        warn: Told why, when shipped labels nearly fit but are generated anew.
 
     Returns:
         The data with `pseudo_sources` and `pseudo_labels`, and the file they were read from
@@ -119,7 +147,8 @@ def add_pseudo_labels(
     """
     indices = pseudo_sources(len(data.train_input_ids), config.pseudo_examples)
     sources = data.train_input_ids.take(indices)
-    name = f"{cache_key(model_files, sources, decoding, config.max_target_length)}.json"
+    key = label_key(model_key, sources, decoding, config.max_target_length)
+    name = f"{combined_key(key)}.json"
     path = cache / name if cache is not None else None
     texts, source = None, None
     for candidate in (path, SHIPPED / name):
@@ -128,9 +157,12 @@ def add_pseudo_labels(
             source = candidate
             break
     if texts is None:
+        mismatch = shipped_mismatch(key)
+        if mismatch and warn is not None:
+            warn(mismatch)
         texts = generate_texts(model, tokenizer, sources, decoding, progress)
         if path is not None:
-            _write_atomically(path, {"sources": len(texts), "texts": texts})
+            _write_atomically(path, {"sources": len(texts), "key": key, "texts": texts})
     labels = tokenize_targets(texts, tokenizer, config)
     labeled = dataclasses.replace(data, pseudo_sources=indices, pseudo_labels=labels)
     return labeled, source
@@ -145,6 +177,15 @@ def _read_cached(path: Path | None, count: int) -> list[str] | None:
     except (OSError, ValueError, KeyError):
         return None
     return texts if len(texts) == count else None
+
+
+def _read_key(path: Path) -> dict[str, str] | None:
+    """The key parts a labels file records, or None (an unreadable file, or one without)."""
+    try:
+        key = json.loads(path.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return key if isinstance(key, dict) else None
 
 
 def _write_atomically(path: Path, content: dict[str, Any]) -> None:
