@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tiny import tiny_space
 
 import trainables.pseudo
@@ -130,3 +131,22 @@ def test_the_default_sweep_uses_the_shipped_demo_labels(tmp_path, monkeypatch):
     data = prepare(config, pseudo_label_cache=tmp_path / "cache").data
     assert len(data.pseudo_labels) == config.data.pseudo_examples == 8000
     assert not (tmp_path / "cache").exists()
+
+
+def test_labels_shipped_for_another_model_are_named_before_new_ones_are_made(
+    tiny_t5_path, labeled, tmp_path, monkeypatch, caplog
+):
+    _, cache = labeled
+    monkeypatch.setattr(trainables.pseudo, "SHIPPED", cache)  # the tiny model's, as if shipped
+    model, tokenizer = load_base(str(tiny_t5_path))
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[0] += 1e-3
+    model.save_pretrained(tmp_path / "retrained")
+    tokenizer.save_pretrained(tmp_path / "retrained")
+    with caplog.at_level("WARNING"):
+        prepare(pseudo_config(tmp_path / "retrained"), pseudo_label_cache=tmp_path / "cache")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    (shipped,) = [path for path in cache.iterdir() if str(path) in warning]
+    assert f"the shipped pseudo-labels {shipped} were made for this sweep's decoding" in warning
+    assert "but another weights; generating new ones" in warning
+    assert len(list((tmp_path / "cache").iterdir())) == 1

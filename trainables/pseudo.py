@@ -66,14 +66,14 @@ def label_key(
     }
 
 
-def shipped_mismatch(key: Mapping[str, str], shipped: Path = SHIPPED) -> str | None:
+def shipped_mismatch(key: Mapping[str, str], shipped: Path | None = None) -> str | None:
     """Why the shipped labels that nearly fit a sweep do not: None when none nearly fit.
 
     Shipped labels nearly fit when they were made with the sweep's decoding and target length
     for its base model's weights or its sources; the message names the parts that differ.
     """
     anchors = ("decoding", "max_target_length")
-    for path in sorted(shipped.glob("*.json")):
+    for path in sorted((shipped or SHIPPED).glob("*.json")):
         theirs = _read_key(path)
         if theirs is None or any(theirs.get(a) != key[a] for a in anchors):
             continue
