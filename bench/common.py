@@ -11,12 +11,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from search.config import SweepConfig, load_config
-from search.params import param_values
-from search.paths import SweepPaths
-from search.preflight import Prepared, prepare
-from search.space import plan
-from search.tracking import Tracker
+from search.driver.preflight import Prepared, prepare
+from search.record.paths import SweepPaths
+from search.record.tracker import Tracker
+from search.space.config import SweepConfig, load_config
+from search.space.params import param_values
+from search.space.suggest import plan
 from trainables.config import TrialConfig
 from trainables.trial import TrialResult, run_trial
 
@@ -76,7 +76,7 @@ def latest_sweep(tracker: Tracker) -> tuple[Any, list[tuple[dict[str, Any], Any]
     in the order they started."""
     sweep = tracker.find_sweep()
     tracker.sweep_run_id = sweep.info.run_id
-    trials = [(row, tracker.run_info(row["run_id"])) for row in tracker.trial_rows(None)]
+    trials = [(row, tracker.run_info(row["run_id"])) for row in tracker.trials.rows(None)]
     return sweep, sorted(trials, key=lambda trial: trial[1].start_time)
 
 

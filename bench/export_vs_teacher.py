@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from bench.common import DEFAULT_SPACE, REPO
-from search.config import load_config
 from search.export.int8 import load_int8
 from search.export.ship import eval_data
+from search.space.config import load_config
 from trainables.scoring import evaluate_model, generate_summaries
 from trainables.shrink import count_parameters
 from trainables.trial import load_base, resolve_model

@@ -26,7 +26,7 @@ from bench.common import (
     run_plain,
     trial_config,
 )
-from search.config import load_config
+from search.space.config import load_config
 from trainables.shrink import layer_counts
 from trainables.trial import load_model_config
 

@@ -34,8 +34,8 @@ from bench.common import (
     read_rows,
     trial_config,
 )
-from search.config import load_config
-from search.halving import rung_steps
+from search.space.config import load_config
+from search.strategy.halving import rung_steps
 from trainables.config import RungConfig
 from trainables.shrink import layer_counts
 from trainables.trial import evaluation_inputs, load_model_config
@@ -49,7 +49,7 @@ _worker: dict[str, Any] = {}
 
 def checkpoint_steps(max_steps: int) -> list[int]:
     """The steps at which a student is scored: the rungs of eta 3 with 4 rungs (1/27, 1/9,
-    1/3 of the budget, as `search.halving` places them), and the end."""
+    1/3 of the budget, as `search.strategy.halving` places them), and the end."""
     return [*rung_steps(max_steps, 3, 4), max_steps]
 
 

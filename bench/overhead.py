@@ -38,8 +38,9 @@ from bench.common import (
     run_plain,
     trial_config,
 )
-from search.config import load_config
-from search.tracking import Tracker, default_uri
+from search.record.store import default_uri
+from search.record.tracker import Tracker
+from search.space.config import load_config
 
 STUDENTS = ((6, 6), (4, 3), (2, 3), (3, 2))
 SHORT = ["train.max_steps=150", "data.max_eval_examples=50", "train.eval_every=0"]

@@ -2,8 +2,8 @@
 training foretell its fine-tuned ROUGE-L, and what does the sweep pick from it?
 
 Scores every student of the default space untrained with the product's own screen
-(`search.screen.screen_students`) at each number of evaluation pairs asked, writes the scores
-to bench/screen.csv (the simulator replays the screen's picks from it), and prints, per
+(`search.strategy.screen.screen_students`) at each number of evaluation pairs asked, writes
+the scores to bench/screen.csv (the simulator replays the screen's picks from it), and prints, per
 count: the seconds the screen took, Spearman's rank correlation between the loss and the
 learning-curve table's final ROUGE-L, and the points the sweep would try first.
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.common import DEFAULT_SPACE, REPO, append_row, prepare_default, read_rows
 from bench.learning_curves import TABLE as CURVES
-from search.screen import describe_student, screen_csv, screen_picks, screen_students
+from search.strategy.screen import describe_student, screen_csv, screen_picks, screen_students
 
 TABLE = REPO / "bench" / "screen.csv"
 

@@ -3,9 +3,9 @@
 Tabular, as NAS benchmarks do it: every (encoder, decoder) layer count of the demo teacher was
 trained once (`bench/layer_table.py` keeps the table), so a search is a lookup and many seeds
 take seconds. Each sampler runs the sweep's own search space, `first:` points and sampler
-settings (`search.space.suggest`, `search.tuner.make_sampler`) with the strategy fixed to the
-table's; the hypervolume of its front after N trials is compared, mean over seeds, with random
-search's and with the whole table's (the best any search can reach).
+settings (`search.space.suggest.suggest`, `search.driver.tuner.make_sampler`) with the
+strategy fixed to the table's; the hypervolume of its front after N trials is compared, mean
+over seeds, with random search's and with the whole table's (the best any search can reach).
 
     python -m bench.search                      # tpe vs random, 8 and 16 trials, 20 seeds
     python -m bench.search --trials 8 --seeds 50 --sampler nsga2
@@ -23,11 +23,11 @@ import optuna
 
 from bench.common import DEFAULT_SPACE, read_rows
 from bench.layer_table import TABLE
-from search.config import SweepConfig, load_config
-from search.front import reference_point
-from search.pareto import hypervolume
-from search.space import plan, suggest
-from search.tuner import make_sampler
+from search.driver.tuner import make_sampler
+from search.front.pareto import hypervolume
+from search.front.rows import reference_point
+from search.space.config import SweepConfig, load_config
+from search.space.suggest import plan, suggest
 
 Table = dict[tuple[int, int], tuple[float, float]]  # (encoder, decoder) -> (rougeL, params)
 

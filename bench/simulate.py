@@ -5,10 +5,10 @@ Syne Tune's way of comparing multi-fidelity searches: every student was trained 
 at its rungs (`bench/learning_curves.py`), so a sweep is a replay in simulated time. N workers
 run trials asynchronously; a trial costs what its student measured (start-up, training to each
 rung, each rung's cheap evaluation, the final evaluation), cut where the scheduler stops it.
-The proposals come from the product's own sampler (`search.tuner.make_sampler`, the sweep's
-`first:` points, the zero-shot screen's picks from bench/screen.csv by `search.screen`, and
-`search.space.suggest`/`plan`), and the stopping decisions from the product's own rule
-(`search.halving.SuccessiveHalving`), not from copies of them.
+The proposals come from the product's own sampler (`search.driver.tuner.make_sampler`, the sweep's
+`first:` points, the zero-shot screen's picks from bench/screen.csv by `search.strategy.screen`, and
+`search.space.suggest.suggest`/`plan`), and the stopping decisions from the product's own rule
+(`search.strategy.halving.SuccessiveHalving`), not from copies of them.
 
     python -m bench.simulate                                  # every sampler x scheduler
     python -m bench.simulate --set sampler.screen=0           # without the screen
@@ -35,15 +35,15 @@ from optuna.trial import TrialState
 from bench.common import DEFAULT_SPACE, read_rows
 from bench.learning_curves import TABLE
 from bench.screen import TABLE as SCREEN_TABLE
-from search.config import SweepConfig, load_config
-from search.front import reference_point
-from search.halving import SuccessiveHalving, is_first_point, never_stopped, rung_steps
-from search.params import param_values
-from search.pareto import hypervolume
-from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
-from search.screen import Screened, points_to_try
-from search.space import plan, suggest
-from search.tuner import make_sampler
+from search.driver.tuner import make_sampler
+from search.front.pareto import hypervolume
+from search.front.rows import reference_point
+from search.space.config import SweepConfig, load_config
+from search.space.params import param_values
+from search.space.suggest import plan, suggest
+from search.strategy.halving import SuccessiveHalving, is_first_point, never_stopped, rung_steps
+from search.strategy.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
+from search.strategy.screen import Screened, points_to_try
 
 SAMPLERS = ("random", "tpe", "gp", "nsga2")
 SCHEDULERS = ("fifo", "asha")
@@ -198,7 +198,7 @@ def replay(
     students come from the sweep's sampler, or, given `students`, are those in that order (to
     run the very trials of another replay under another scheduler). With a `screen`, its
     seconds come first (one process, before any trial) and its pick is tried after the
-    `first:` points, as `search.screen` has the sweep do.
+    `first:` points, as `search.strategy.screen` has the sweep do.
     """
     parent_layers = max((e, d) for e, d, _ in curves)
     sampler = make_sampler(config, parent_layers) if students is None else None
@@ -221,7 +221,8 @@ def replay(
 
     def propose() -> tuple[optuna.Trial, Student]:
         """The sampler's next student, as the product's searcher gets it: a proposal that
-        repeats a measured one is told that trial's record and not run (`search.repeats`)."""
+        repeats a measured one is told that trial's record and not run
+        (`search.strategy.repeats`)."""
         for attempt in range(MAX_REPEATS + 1):
             trial = study.ask()
             values = {**suggest(trial, config, parent_layers), **trial.params}

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import DEFAULT_SPACE, REPO, latest_sweep
-from search.config import load_config
-from search.tracking import Tracker, default_uri
+from search.record.store import default_uri
+from search.record.tracker import Tracker
+from search.space.config import load_config
 
 TARGET_SECONDS = 2.0  # the second trial: started -> first optimizer step
 SHORT = [

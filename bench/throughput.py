@@ -38,9 +38,9 @@ import torch
 from transformers import TrainerCallback
 
 from bench.common import DEFAULT_SPACE, prepare_default, trial_config
-from search.preflight import Prepared
+from search.driver.preflight import Prepared
 from trainables.config import TrialConfig
-from trainables.data import TokenizedData
+from trainables.tokens import TokenizedData
 
 TARGET = 1.0  # ours / Trainer, examples per second
 OURS, TRAINER = "ours", "Trainer"

@@ -84,8 +84,8 @@ def generate(
     Returns:
         One summary per row.
     """
-    from trainables.data import tokenize_sources
     from trainables.scoring import generate_summaries
+    from trainables.tokens import tokenize_sources
 
     input_ids, _ = tokenize_sources(rows, tokenizer, data)
     predictions, _ = generate_summaries(

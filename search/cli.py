@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from search.config import ConfigError, load_config, load_space
+from search.space.config import ConfigError, load_config, load_space
 
 BAD_INPUT = 2
 INTERRUPTED = 130  # the shell's code for Ctrl-C; the sweep can be resumed
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_bad_input(err: Exception) -> bool:
     from search.export.errors import ExportError
-    from search.tracking import TrackingError
+    from search.record.store import TrackingError
     from trainables.data import DataError
     from trainables.trial import ModelError
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         _refuse_what_a_resume_ignores(args)
     print(f"checking {args.space}", flush=True)  # the first line, before the slow imports
     config, raw = load_space(args.space, _overrides(args))
-    from search.sweep import resume_sweep, run_sweep
+    from search.driver.sweep import resume_sweep, run_sweep
 
     where = {
         "store": args.store,
@@ -114,7 +114,7 @@ def validate(args: argparse.Namespace) -> int:
     """
     config = load_config(args.space, _overrides(args))
     if not args.file_only:
-        from search.preflight import check_inputs
+        from search.driver.preflight import check_inputs
 
         check_inputs(config)
     print(f"{args.space}: ok")
@@ -123,7 +123,8 @@ def validate(args: argparse.Namespace) -> int:
 
 def pareto(args: argparse.Namespace) -> int:
     """Print a sweep's Pareto front and write its plot (the latest sweep by default)."""
-    from search.front import candidate_rows, front_rows, objective_pairs, write_front_csv
+    from search.front.rows import front_rows, objective_pairs, write_front_csv
+    from search.record.front_log import candidate_rows
 
     config, tracker, run = _open_sweep(args)
     front = front_rows(candidate_rows(tracker, config), objective_pairs(config))
@@ -151,7 +152,8 @@ def export(args: argparse.Namespace) -> int:
     from search.export.card import report_lines
     from search.export.pick import pick_trial
     from search.export.ship import export_trial
-    from search.front import candidate_rows, front_rows
+    from search.front.rows import front_rows
+    from search.record.front_log import candidate_rows
 
     config, tracker, run = _open_sweep(args)
     rows = candidate_rows(tracker, config)
@@ -188,7 +190,7 @@ def ui(args: argparse.Namespace) -> int:
     models does not use them, and they take half the UI's memory
     (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true starts them anyway).
     """
-    from search.tracking import (
+    from search.record.store import (
         default_uri,
         experiment_url,
         latest_sweep,
@@ -228,8 +230,9 @@ def _open_sweep(args: argparse.Namespace) -> tuple:
     Raises:
         SweepNotFound: no such sweep in the configuration's experiment.
     """
-    from search.paths import SweepPaths
-    from search.tracking import open_sweep, resolve_uri
+    from search.record.paths import SweepPaths
+    from search.record.store import resolve_uri
+    from search.record.tracker import open_sweep
 
     config = load_config(args.space, _overrides(args))
     uri = resolve_uri(args.tracking_uri, args.store)
@@ -239,8 +242,8 @@ def _open_sweep(args: argparse.Namespace) -> tuple:
 
 def _print_front(front: list[dict], config: object) -> None:
     from search.console import cell
-    from search.front import objective_pairs
-    from search.pareto import front_table
+    from search.front.pareto import front_table
+    from search.front.rows import objective_pairs
 
     if not front:
         print("Pareto front: empty (no finished trial)")

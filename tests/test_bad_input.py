@@ -32,10 +32,10 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from tiny import TINY_DATA, tiny_bart_dir, tiny_space, tiny_t5_dir
 from transformers import BertConfig, GPT2Config, LEDConfig, T5Config, T5ForConditionalGeneration
 
-import search.sweep  # noqa: F401  (imported here so that no case pays for the import)
+import search.driver.sweep  # noqa: F401  (imported here so that no case pays for the import)
 from search.cli import main
-from search.config import ConfigError, config_from_dict, load_config
-from search.preflight import check_inputs, check_resources
+from search.driver.preflight import check_inputs, check_resources
+from search.space.config import ConfigError, config_from_dict, load_config
 
 DROP = object()  # a change that removes the key
 

@@ -14,9 +14,9 @@ from bench.common import append_row, fixed_train_values, measure_in_pool, read_r
 from bench.int8 import agreement, turn_order
 from bench.overhead import parse_students, report, schedule
 from bench.search import compare, load_table, search_hypervolume
-from search.config import config_from_dict
-from search.params import Fixed
-from search.pareto import hypervolume
+from search.front.pareto import hypervolume
+from search.space.config import config_from_dict
+from search.space.params import Fixed
 
 # Every student of a 3+3 teacher: ROUGE-L grows with layers, parameters too.
 TABLE = {

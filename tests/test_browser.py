@@ -28,8 +28,8 @@ import psutil
 import pytest
 from test_sweep import sweep_runs
 
-from search.plot import KNEE_NAME
-from search.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, TRAINING_VIEW
+from search.front.plot import KNEE_NAME
+from search.record.store import EXPERIMENT_KIND_TAG, TRAINING_KIND, TRAINING_VIEW
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Route

@@ -38,7 +38,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from test_sweep import shrink_sweep, sweep_runs, write_space
 
-from search.tracking import Tracker
+from search.record.tracker import Tracker
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 STARTUP = 240  # seconds for a node or a server to come up on a busy 2-core machine

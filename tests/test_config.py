@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.config import ConfigError, config_from_dict, load_config
-from search.params import Choice, Fixed, FloatRange, IntRange
+from search.space.config import ConfigError, config_from_dict, load_config
+from search.space.params import Choice, Fixed, FloatRange, IntRange
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted([REPO / "space.yaml", *REPO.glob("examples/*.yaml")])
@@ -135,7 +135,7 @@ def test_unreadable_and_malformed_files(tmp_path):
 def test_every_sampler_name_makes_its_optuna_sampler():
     import optuna
 
-    from search.tuner import make_sampler
+    from search.driver.tuner import make_sampler
 
     expected = {
         "tpe": optuna.samplers.TPESampler,

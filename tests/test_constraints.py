@@ -10,15 +10,16 @@ import warnings
 import optuna
 import pytest
 
-from search.callbacks import TrackingCallback
-from search.config import ConfigError, ConstraintConfig, config_from_dict
-from search.constraints import UNREPORTED, describe, feasible, tell_violations, violations
-from search.front import candidate_rows, update_front
-from search.preflight import Prepared
-from search.searcher import SweepSearch
-from search.space import suggest
-from search.tracking import Tracker, default_uri
-from search.tuner import make_sampler
+from search.driver.callbacks import TrackingCallback
+from search.driver.preflight import Prepared
+from search.driver.tuner import make_sampler
+from search.record.front_log import candidate_rows, update_front
+from search.record.store import default_uri
+from search.record.tracker import Tracker
+from search.space.config import ConfigError, ConstraintConfig, config_from_dict
+from search.space.constraints import UNREPORTED, describe, feasible, tell_violations, violations
+from search.space.suggest import suggest
+from search.strategy.searcher import SweepSearch
 from trainables.shrink import count_parameters, layer_sizes
 
 AT_MOST_3M = ConstraintConfig("params", max=3e6)
@@ -152,17 +153,17 @@ def test_a_finished_trial_that_breaks_a_bound_is_not_a_candidate(tmp_path, searc
     tracker = Tracker(default_uri(tmp_path), "tiny", tmp_path / "artifacts")
     tracker.start_sweep("s", {}, {})
     for trial, (rouge, params) in {"good": (25.0, 2e6), "bad": (15.0, 1e6)}.items():
-        run = tracker.start_trial(trial, {"encoder": 1, "decoder": 1}, {})
-        tracker.log_trial_metrics(run, {"rougeL": rouge, "params": params}, step=1)
-        tracker.end_trial(run, "finished")
+        run = tracker.trials.start(trial, {"encoder": 1, "decoder": 1}, {})
+        tracker.trials.log_metrics(run, {"rougeL": rouge, "params": params}, step=1)
+        tracker.trials.end(run, "finished")
     callback = TrackingCallback(tracker, config, (2, 2), 3_000_000, progress=False, sweep="s")
     proposal = {"strategy": "sft", "encoder": 2, "decoder": 2}
     callback.record_infeasible(proposal, {"params": 4e6}, "params > max")
     assert [r["trial"] for r in candidate_rows(tracker, config)] == ["good"]
     rows, _ = update_front(tracker, config, 3_000_000)
     assert [(r["trial"], r["on_front"]) for r in rows] == [("good", True)]
-    outcomes = {r["trial"]: r["outcome"] for r in tracker.trial_rows(None)}
+    outcomes = {r["trial"]: r["outcome"] for r in tracker.trials.rows(None)}
     assert outcomes == {"good": "finished", "bad": "finished", "infeasible_1": "infeasible"}
-    (infeasible,) = [r for r in tracker.trial_rows("infeasible")]
+    (infeasible,) = [r for r in tracker.trials.rows("infeasible")]
     assert tracker.run_info(infeasible["run_id"]).status == "KILLED"
     assert infeasible["params"] == 4e6

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from test_sweep import sweep_runs
 
-from search.paths import SweepPaths
+from search.record.paths import SweepPaths
 
 optuna_dashboard = pytest.importorskip(
     "optuna_dashboard", reason="optuna-dashboard is not installed (pip install -e '.[dev]')"

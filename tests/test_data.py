@@ -20,14 +20,8 @@ from transformers import BartConfig, T5Config
 import trainables
 from trainables import data as data_module
 from trainables.config import DataConfig
-from trainables.data import (
-    DataError,
-    TokenRows,
-    builtin_files,
-    check_source_length,
-    load_splits,
-    tokenize_splits,
-)
+from trainables.data import DataError, builtin_files, check_source_length, load_splits
+from trainables.tokens import TokenRows, tokenize_splits
 
 FILES = {
     "train": str(TINY_DATA / "train.jsonl"),

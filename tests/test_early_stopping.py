@@ -11,10 +11,10 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from test_sweep import shrink_sweep, sweep_runs, write_space
 from tiny import tiny_space
 
-from search.config import ObjectiveConfig, SchedulerConfig, config_from_dict
-from search.early_stopping import ParetoStopping, SuccessiveHalvingStopping, make_scheduler
-from search.halving import SuccessiveHalving, never_stopped, rung_config, rung_steps
-from search.repeats import STOPPED_AT_ATTR
+from search.space.config import ObjectiveConfig, SchedulerConfig, config_from_dict
+from search.strategy.early_stopping import ParetoStopping, SuccessiveHalvingStopping, make_scheduler
+from search.strategy.halving import SuccessiveHalving, never_stopped, rung_config, rung_steps
+from search.strategy.repeats import STOPPED_AT_ATTR
 from trainables.config import RungConfig
 
 OBJECTIVES = (ObjectiveConfig("rougeL", "max"), ObjectiveConfig("params", "min"))

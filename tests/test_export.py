@@ -42,16 +42,17 @@ from transformers import (
 )
 
 from search import cli
-from search.config import load_config
+from search.driver.preflight import prepare
 from search.export.errors import ExportError
 from search.export.int8 import INT8_DIR, INT8_WEIGHTS, load_int8, quantize_int8, save_int8
 from search.export.model_dir import PIPELINE_FILE
 from search.export.pick import pick_trial
 from search.export.ship import eval_data, held_out_data
-from search.pareto import knee
-from search.preflight import prepare
-from search.space import plan
-from search.tracking import Tracker, default_uri
+from search.front.pareto import knee
+from search.record.store import default_uri
+from search.record.tracker import Tracker
+from search.space.config import load_config
+from search.space.suggest import plan
 from trainables.scoring import evaluate_model
 from trainables.shrink import size_cache_by_decoder
 from trainables.trial import run_trial, size_on_disk_mb
@@ -235,10 +236,10 @@ def write_space(directory: Path, model: Path, name: str = "tiny") -> Path:
 
 def record_trial(tracker: Tracker, trial: str, params: dict, metrics: dict, checkpoint: Path):
     """What the sweep's Tune callback records for a finished trial."""
-    run_id = tracker.start_trial(trial, params, {})
-    tracker.log_trial_metrics(run_id, metrics, step=int(metrics.get("step", 0)))
-    tracker.set_trial_tags(run_id, {"checkpoint": str(checkpoint)})
-    tracker.end_trial(run_id, "finished")
+    run_id = tracker.trials.start(trial, params, {})
+    tracker.trials.log_metrics(run_id, metrics, step=int(metrics.get("step", 0)))
+    tracker.trials.set_tags(run_id, {"checkpoint": str(checkpoint)})
+    tracker.trials.end(run_id, "finished")
 
 
 def train_trial(tracker, config, prepared, trial: str, layers: tuple[int, int], store: Path):
@@ -515,7 +516,7 @@ print(json.dumps({{"length": output.shape[1], "modules": sorted(sys.modules)}}))
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["length"] > 1
     exporter = ["search.export." + m for m in ("ship", "pick", "card", "model_dir", "staging")]
-    assert not set(answer["modules"]) & {*exporter, "search.tracking", "mlflow", "ray"}
+    assert not set(answer["modules"]) & {*exporter, "search.record", "mlflow", "ray"}
     assert "search.export.int8" in answer["modules"]
 
 

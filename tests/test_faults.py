@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import OperationalError
 from test_sweep import shrink_sweep, sweep_runs, write_space
 
-from search.pareto import pareto_front
+from search.front.pareto import pareto_front
 
 FAIL, COMPLETE = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
 ALL_DECODER_DROPPED = {"strategy": "mask"} | {f"decoder_keep_{i}": False for i in range(3)}

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from trainables.config import DecodingConfig
-from trainables.data import TokenRows
 from trainables.fingerprint import combined_key, model_key
 from trainables.pseudo import label_key, shipped_mismatch
+from trainables.tokens import TokenRows
 from trainables.trial import load_base
 
 SOURCES = TokenRows.from_lists([[5, 6, 7, 1], [8, 9, 1]])

@@ -1,4 +1,4 @@
-"""The sweep's front upkeep (`search.front`): which rows are on it, its reference point and
+"""The sweep's front upkeep (`search.front.rows`): which rows are on it, its reference point and
 hypervolume, what it logs to the sweep's run, and which trials' weights it deletes."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 from tiny import tiny_space
 
-from search.config import config_from_dict
-from search.front import front_rows, reference_point, update_front, write_front_csv
+from search.front.rows import front_rows, reference_point, write_front_csv
+from search.record.front_log import update_front
+from search.space.config import config_from_dict
 
 # (trial, rougeL, params): b and d are dominated, e reports no ROUGE.
 TRIALS = [("a", 30.0, 100.0), ("b", 20.0, 200.0), ("c", 40.0, 300.0), ("d", 10.0, 300.0)]
@@ -27,6 +28,18 @@ def trial_rows(weights: Path | None = None) -> list[dict]:
     return [*rows, {"trial": "e", "run_id": "run-e", "params": 50.0}]
 
 
+class FakeTrialRuns:
+    """The trials by outcome (one stopped), as `Tracker.trials` gives them."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.finished = rows
+
+    def rows(self, outcome: str | None = "finished") -> list[dict]:
+        if outcome == "stopped":
+            return [{"trial": "f", "run_id": "run-f"}]
+        return [dict(r) for r in self.finished] if outcome == "finished" else []
+
+
 class FakeTracker:
     """What `update_front` asks of a `Tracker`: the trials by outcome (one stopped), the
     sweep's name, and a place to log."""
@@ -34,14 +47,9 @@ class FakeTracker:
     sweep_run_id = "sweep-run"
 
     def __init__(self, rows: list[dict]) -> None:
-        self.rows = rows
+        self.trials = FakeTrialRuns(rows)
         self.metrics: list[tuple[dict, int]] = []
         self.artifacts: dict[str, str] = {}
-
-    def trial_rows(self, outcome: str | None = "finished") -> list[dict]:
-        if outcome == "stopped":
-            return [{"trial": "f", "run_id": "run-f"}]
-        return [dict(r) for r in self.rows] if outcome == "finished" else []
 
     def run_info(self, run_id: str) -> SimpleNamespace:
         assert run_id == self.sweep_run_id

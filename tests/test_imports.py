@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search.paths import SweepPaths
-from search.tracking import Tracker, default_uri
+from search.record.paths import SweepPaths
+from search.record.store import default_uri
+from search.record.tracker import Tracker
 
 HEAVY = ("ray", "torch", "transformers")
 REPO = Path(__file__).resolve().parents[1]
@@ -57,9 +58,9 @@ def test_pareto_on_a_store_imports_nothing_heavy(tmp_path):
     plot.write_text("<html></html>")
     tracker.log_sweep_artifact(plot)
     for trial, (rouge, params) in {"t1": (30.0, 2e6), "t2": (33.0, 3e6)}.items():
-        run = tracker.start_trial(trial, {"encoder_layers": 2, "decoder_layers": 3}, {})
-        tracker.log_trial_metrics(run, {"rougeL": rouge, "params": params}, step=1)
-        tracker.end_trial(run, "finished")
+        run = tracker.trials.start(trial, {"encoder_layers": 2, "decoder_layers": 3}, {})
+        tracker.trials.log_metrics(run, {"rougeL": rouge, "params": params}, step=1)
+        tracker.trials.end(run, "finished")
     space = str(REPO / "space.yaml")
     out = tmp_path / "front.csv"
     argv = ("pareto", "--space", space, "--set", "name=sweep", "--store", str(store))

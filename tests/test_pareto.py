@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna._hypervolume import compute_hypervolume
 
-from search.pareto import front_ranks, front_table, hypervolume, knee, pareto_front
+from search.front.pareto import front_ranks, front_table, hypervolume, knee, pareto_front
 
 # ROUGE-like maximised first, parameter-count-like minimised second.
 POINTS = [(1.0, 10.0), (2.0, 20.0), (1.5, 30.0), (3.0, 30.0)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.plot import FRONT_NAME, KNEE_NAME, TRIALS_NAME, pareto_figure, write_pareto_html
+from search.front.plot import FRONT_NAME, KNEE_NAME, TRIALS_NAME, pareto_figure, write_pareto_html
 
 ROWS = [
     {

@@ -1,4 +1,4 @@
-"""The sweep's progress view (`search.progress`): the ETA and lines it shows, what a trial
+"""The sweep's progress view (`search.driver.progress`): the ETA and lines it shows, what a trial
 tells the board, and the live table on a terminal. The view in a real sweep, its output to a
 pipe, is checked in test_sweep.py."""
 
@@ -10,8 +10,8 @@ import time
 import pytest
 from rich.console import Console
 
-from search import progress
-from search.progress import (
+from search.driver import progress
+from search.driver.progress import (
     ProgressView,
     SweepStatus,
     TrialStep,

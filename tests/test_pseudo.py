@@ -12,11 +12,11 @@ from tiny import tiny_space
 
 import trainables.pseudo
 import trainables.train
-from search.config import config_from_dict, load_config
-from search.preflight import prepare
+from search.driver.preflight import prepare
+from search.space.config import config_from_dict, load_config
 from trainables.config import DecodingConfig, TrainConfig, TrialConfig
-from trainables.data import TokenRows
 from trainables.pseudo import generate_texts, pseudo_sources
+from trainables.tokens import TokenRows
 from trainables.trial import load_base, run_trial
 
 PSEUDO_EXAMPLES = 10

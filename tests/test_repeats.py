@@ -1,5 +1,5 @@
 """A configuration is trained once per sweep: a repeat proposal is answered from the record of
-the trial that measured it (search/repeats.py, and the searcher that uses it)."""
+the trial that measured it (search/strategy/repeats.py, and the searcher that uses it)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import optuna
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.config import config_from_dict
-from search.repeats import (
+from search.driver.tuner import make_sampler
+from search.space.config import config_from_dict
+from search.space.suggest import suggest
+from search.strategy.repeats import (
     MAX_REPEATS,
     REPEAT_OF_ATTR,
     STOPPED_AT_ATTR,
@@ -16,9 +18,7 @@ from search.repeats import (
     measured_values,
     tell_repeat,
 )
-from search.searcher import SweepSearch
-from search.space import suggest
-from search.tuner import make_sampler
+from search.strategy.searcher import SweepSearch
 
 DISTRIBUTIONS = {"encoder": IntDistribution(1, 2), "decoder": IntDistribution(1, 2)}
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from tiny import tiny_space
 
-from search.config import ConfigError, config_from_dict
-from search.preflight import prepare
-from search.screen import (
+from search.driver.preflight import prepare
+from search.space.config import ConfigError, config_from_dict
+from search.space.suggest import plan
+from search.strategy.screen import (
     Screened,
     points_to_try,
     screen_candidates,
@@ -19,7 +20,6 @@ from search.screen import (
     screen_picks,
     screen_students,
 )
-from search.space import plan
 from trainables.scoring import eval_loss
 from trainables.shrink import count_parameters
 

@@ -22,9 +22,9 @@ from bench.simulate import (
     trade_off_students,
     with_choice,
 )
-from search.config import config_from_dict
-from search.pareto import hypervolume
-from search.screen import Screened
+from search.front.pareto import hypervolume
+from search.space.config import config_from_dict
+from search.strategy.screen import Screened
 
 # A 2+2 teacher, budget 27 steps, checkpoints at 1, 3, 9 and 27 (the rungs of eta 3).
 # Per student: params, setup seconds, and per checkpoint (train s, rung rouge, final rouge).

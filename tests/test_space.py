@@ -3,8 +3,8 @@
 import optuna
 import pytest
 
-from search.config import config_from_dict
-from search.space import InfeasibleError, grid, plan, suggest
+from search.space.config import config_from_dict
+from search.space.suggest import InfeasibleError, grid, plan, suggest
 from trainables.config import TrainConfig
 
 PARENT = (6, 6)

@@ -8,43 +8,42 @@ from pathlib import Path
 
 import pytest
 
-from search.tracking import (
+from search.record.store import (
     EXPERIMENT_KIND_TAG,
     OUTCOME_TAG,
     TRAINING_KIND,
     SweepNotFound,
     SweepRef,
-    Tracker,
     default_uri,
     latest_sweep,
     mark_training_experiments,
-    open_sweep,
     run_url,
     serve_command,
 )
+from search.record.tracker import Tracker, open_sweep
 
 
-def test_settle_trials_stops_running_runs_and_ends_those_cut_off_mid_write(tmp_path):
+def test_settling_trials_stops_running_runs_and_ends_those_cut_off_mid_write(tmp_path):
     tracker = Tracker(default_uri(tmp_path), "tiny", tmp_path / "artifacts")
     tracker.start_sweep("tiny-sweep", {}, {})
-    runs = {name: tracker.start_trial(name, {}, {}) for name in ("done", "cut", "failed", "live")}
-    tracker.end_trial(runs["done"], "finished")
-    # A SIGKILL between end_trial's two writes: the outcome is written, the status is not.
-    tracker.set_trial_tags(runs["cut"], {OUTCOME_TAG: "finished"})
-    tracker.set_trial_tags(runs["failed"], {OUTCOME_TAG: "failed"})
+    runs = {name: tracker.trials.start(name, {}, {}) for name in ("done", "cut", "failed", "live")}
+    tracker.trials.end(runs["done"], "finished")
+    # A SIGKILL between the two writes of trials.end: the outcome is written, the status is not.
+    tracker.trials.set_tags(runs["cut"], {OUTCOME_TAG: "finished"})
+    tracker.trials.set_tags(runs["failed"], {OUTCOME_TAG: "failed"})
 
-    assert tracker.settle_trials() == 3
+    assert tracker.trials.settle() == 3
 
     status = {name: tracker.run_info(run).status for name, run in runs.items()}
     assert status == {"done": "FINISHED", "cut": "FINISHED", "failed": "FAILED", "live": "KILLED"}
-    outcomes = {row["trial"]: row["outcome"] for row in tracker.trial_rows(None)}
+    outcomes = {row["trial"]: row["outcome"] for row in tracker.trials.rows(None)}
     assert outcomes == {
         "done": "finished",
         "cut": "finished",
         "failed": "failed",
         "live": "stopped",
     }
-    assert tracker.settle_trials() == 0
+    assert tracker.trials.settle() == 0
 
 
 def test_open_sweep_finds_a_sweep_by_name_or_the_latest_and_creates_nothing(tmp_path):
@@ -57,7 +56,7 @@ def test_open_sweep_finds_a_sweep_by_name_or_the_latest_and_creates_nothing(tmp_
     first = tracker.start_sweep("tiny-1", {}, {})
     time.sleep(0.01)  # start times order the sweeps
     second = tracker.start_sweep("tiny-2", {}, {})
-    tracker.start_trial("t1", {}, {})  # a trial run is no sweep
+    tracker.trials.start("t1", {}, {})  # a trial run is no sweep
 
     assert open_sweep(uri, "tiny", tmp_path / "artifacts")[1].info.run_id == second
     opened, run = open_sweep(uri, "tiny", tmp_path / "artifacts", "tiny-1")
@@ -103,7 +102,7 @@ def test_latest_sweep_is_the_last_started_in_any_experiment(tmp_path):
     time.sleep(0.01)  # start times are in milliseconds
     second = Tracker(uri, "b", tmp_path / "artifacts")
     run_id = second.start_sweep("b-sweep", {}, {})
-    second.start_trial("t1", {}, {})  # a trial run is no sweep
+    second.trials.start("t1", {}, {})  # a trial run is no sweep
     assert latest_sweep(uri) == SweepRef("b-sweep", second.experiment_id, run_id, False)
     (tmp_path / "pareto.html").write_text("<html></html>")
     second.log_sweep_artifact(tmp_path / "pareto.html")

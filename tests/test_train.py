@@ -12,10 +12,11 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from trainables.batches import length_batches, make_batch
 from trainables.config import DataConfig, DecodingConfig, TrainConfig
-from trainables.data import TokenizedData, TokenRows, load_splits, tokenize_splits
+from trainables.data import load_splits
 from trainables.losses import distillation_loss, seq2seq_loss
 from trainables.rouge import ROUGE_TYPES
 from trainables.scoring import eval_loss, evaluate_model, generate_summaries
+from trainables.tokens import TokenizedData, TokenRows, tokenize_splits
 from trainables.train import NonFiniteLossError, fine_tune, precision_for, total_steps
 
 DATA = DataConfig(

@@ -9,7 +9,8 @@ from tiny import TINY_FILES
 import trainables.scoring
 import trainables.trial
 from trainables.config import DataConfig, DecodingConfig, RungConfig, TrainConfig, TrialConfig
-from trainables.data import load_splits, tokenize_splits
+from trainables.data import load_splits
+from trainables.tokens import tokenize_splits
 from trainables.trial import pack_base, run_trial
 
 DATA = DataConfig(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from search.weights import WeightsReceiver
+from search.driver.weights import WeightsReceiver
 from trainables.trial import PackedModel
 
 

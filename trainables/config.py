@@ -1,7 +1,7 @@
 """What one trial is told to do: concrete values, no search distributions, no torch.
 
 These plain dataclasses are the whole contract between the sweep driver (`search/`) and a
-trial: `search.config` reads `space.yaml` into them, and nothing here knows of the driver.
+trial: `search.space.config` reads `space.yaml` into them, and nothing here knows of the driver.
 """
 
 from __future__ import annotations

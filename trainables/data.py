@@ -1,21 +1,15 @@
-"""Summarization data: load the two splits a sweep uses, check them, tokenize them once.
+"""Summarization data: load the two splits a sweep uses, check them, and read their texts.
 
-The driver calls `load_splits` and `tokenize_splits` once per sweep and ships the resulting
-`TokenizedData` to every trial through Ray's object store, so it holds only flat numpy
-arrays and strings: compact to pickle, and no tokenizer inside.
-
-Every problem a user can cause (a missing file, split or column, a source too long) is raised
-as one `DataError` that names it, before any tokenization or training starts.
+Every problem a user can cause (a missing file, split or column, a null value, a source too
+long for the model) is raised as one `DataError` that names it, before any tokenization or
+training starts. Tokenizing the texts is `trainables.tokens`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import os
 import string
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,160 +200,6 @@ def check_columns(dataset: datasets.Dataset, data: DataConfig, split: str) -> No
         )
 
 
-# --- Tokenized form ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class TokenRows(Sequence[np.ndarray]):
-    """Rows of token ids of different lengths, stored as one flat array plus offsets.
-
-    Two arrays pickle far faster and smaller than thousands of small ones, which matters
-    because the data is sent to every trial. Indexing returns a view of one row.
-    """
-
-    values: np.ndarray  # int32, all rows concatenated
-    offsets: np.ndarray  # int64, len(rows) + 1 boundaries; row i is values[offsets[i]:offsets[i+1]]
-
-    @classmethod
-    def from_lists(cls, rows: Sequence[Sequence[int]]) -> TokenRows:
-        """Pack lists of token ids.
-
-        Args:
-            rows: Token id rows.
-
-        Returns:
-            The packed rows.
-        """
-        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        values = np.fromiter(itertools.chain.from_iterable(rows), np.int32, count=offsets[-1])
-        return cls(values, offsets)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """The length of every row."""
-        return np.diff(self.offsets)
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def head(self, n: int) -> TokenRows:
-        """The first `n` rows (all of them if there are fewer)."""
-        n = min(n, len(self))
-        return TokenRows(self.values[: self.offsets[n]], self.offsets[: n + 1])
-
-    def take(self, indices: Sequence[int]) -> TokenRows:
-        """The rows at `indices`, in that order."""
-        rows = [self[int(i)] for i in indices]
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum([len(r) for r in rows], out=offsets[1:])
-        values = np.concatenate(rows) if rows else self.values[:0]
-        return TokenRows(values.astype(np.int32, copy=False), offsets)
-
-    def __add__(self, other: TokenRows) -> TokenRows:
-        """These rows, then `other`'s."""
-        offsets = np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]])
-        return TokenRows(np.concatenate([self.values, other.values]), offsets)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"TokenRows index must be an integer, got {type(index).__name__}")
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"row {index} out of range for {len(self)} rows")
-        return self.values[self.offsets[index] : self.offsets[index + 1]]
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for i in range(len(self)):
-            yield self.values[self.offsets[i] : self.offsets[i + 1]]
-
-
-@dataclass(frozen=True, eq=False)
-class TokenizedData:
-    """Everything a trial needs from the data, tokenized once per sweep."""
-
-    train_input_ids: TokenRows
-    train_labels: TokenRows
-    eval_input_ids: TokenRows
-    eval_labels: TokenRows
-    eval_references: tuple[str, ...]  # the eval summaries as text, for ROUGE
-    truncated_sources: int = 0  # sources cut to max_source_length, both splits together
-    # The base model's own summaries (`trainables.pseudo`) of the training sources at
-    # `pseudo_sources` (indices into the training split), for `train.targets` pseudo or both.
-    pseudo_sources: np.ndarray | None = None
-    pseudo_labels: TokenRows | None = None
-
-    def with_targets(self, targets: str) -> TokenizedData:
-        """The data a student trains on for `train.targets`: the gold pairs, the pseudo-labeled
-        pairs, or both (the gold pairs, then the pseudo-labeled ones).
-
-        Raises:
-            ValueError: `targets` needs pseudo-labels and the data has none.
-        """
-        if targets == "gold":
-            return self
-        if self.pseudo_labels is None or self.pseudo_sources is None:
-            raise ValueError(f"train.targets is {targets!r} but the data has no pseudo-labels")
-        sources = self.train_input_ids.take(self.pseudo_sources)
-        if targets == "pseudo":
-            return dataclasses.replace(
-                self, train_input_ids=sources, train_labels=self.pseudo_labels
-            )
-        return dataclasses.replace(
-            self,
-            train_input_ids=self.train_input_ids + sources,
-            train_labels=self.train_labels + self.pseudo_labels,
-        )
-
-    def eval_head(self, n: int) -> TokenizedData:
-        """The same data with only the first `n` evaluation pairs: a cheaper evaluation (the
-        evaluation split is a seeded sample when `max_eval_examples` is set, so the first
-        pairs are a sample too)."""
-        return dataclasses.replace(
-            self,
-            eval_input_ids=self.eval_input_ids.head(n),
-            eval_labels=self.eval_labels.head(n),
-            eval_references=self.eval_references[:n],
-        )
-
-
-def tokenize_splits(
-    splits: datasets.DatasetDict, tokenizer: Any, data: DataConfig
-) -> TokenizedData:
-    """Tokenize the "train" and "eval" splits made by `load_splits`.
-
-    The source is `source_prefix` + the template filled from the row (or the source column);
-    the labels are the summary. Sources are cut to `max_source_length` tokens and labels to
-    `max_target_length`, special tokens included.
-
-    Args:
-        splits: The output of `load_splits`.
-        tokenizer: A Hugging Face tokenizer (a fast one tokenizes a large split in seconds).
-        data: The data configuration.
-
-    Returns:
-        The tokenized splits and the eval references.
-
-    Raises:
-        DataError: A source or summary is null, or `data.truncate` is False and a source is
-            longer than `max_source_length`.
-    """
-    train_ids, train_cut = tokenize_sources(splits["train"], tokenizer, data, "train")
-    eval_ids, eval_cut = tokenize_sources(splits["eval"], tokenizer, data, "eval")
-    train_summaries = _column_text(splits["train"], data.summary_column, "train")
-    eval_summaries = _column_text(splits["eval"], data.summary_column, "eval")
-    return TokenizedData(
-        train_input_ids=train_ids,
-        train_labels=tokenize_targets(train_summaries, tokenizer, data),
-        eval_input_ids=eval_ids,
-        eval_labels=tokenize_targets(eval_summaries, tokenizer, data),
-        eval_references=tuple(eval_summaries),
-        truncated_sources=train_cut + eval_cut,
-    )
-
-
 def source_texts(dataset: datasets.Dataset, data: DataConfig, split: str = "") -> list[str]:
     """The model input text of every row: prefix + filled template (or source column).
 
@@ -375,9 +215,9 @@ def source_texts(dataset: datasets.Dataset, data: DataConfig, split: str = "") -
         DataError: A column the source is built from holds a null value.
     """
     if not data.source_template:
-        return [data.source_prefix + t for t in _column_text(dataset, data.source_column, split)]
+        return [data.source_prefix + t for t in column_text(dataset, data.source_column, split)]
     names = template_columns(data.source_template)
-    columns = {name: _column_text(dataset, name, split) for name in names}
+    columns = {name: column_text(dataset, name, split) for name in names}
     formatter = string.Formatter()
     return [
         data.source_prefix
@@ -386,96 +226,13 @@ def source_texts(dataset: datasets.Dataset, data: DataConfig, split: str = "") -
     ]
 
 
-def _column_text(dataset: datasets.Dataset, column: str, split: str) -> list[str]:
+def column_text(dataset: datasets.Dataset, column: str, split: str) -> list[str]:
+    """The values of one column as text; a null value is a DataError naming its row."""
     values = dataset[column][:]  # one Arrow read; iterating the column reads row by row
     for i, value in enumerate(values):
         if value is None:
             raise DataError(f"split {split!r}, row {i}: column {column!r} is null")
     return [str(v) for v in values]
-
-
-def tokenize_sources(
-    dataset: datasets.Dataset, tokenizer: Any, data: DataConfig, split: str = ""
-) -> tuple[TokenRows, int]:
-    """Token ids of one split's sources, cut to `max_source_length`, and how many were cut.
-
-    Tokenizing to one token past the limit finds the long sources (without the tokenizer's
-    "sequence too long" warning); `_cut_to_limit` then cuts them to the limit.
-
-    Args:
-        dataset: One split.
-        tokenizer: A Hugging Face tokenizer; its special tokens are added.
-        data: The data configuration (template, prefix, `max_source_length`, `truncate`).
-        split: The split's name, for messages.
-
-    Returns:
-        The token ids of every row's source, and the number of sources truncated.
-
-    Raises:
-        DataError: A source column holds a null value, or `data.truncate` is False and a
-            source is longer than `max_source_length`.
-    """
-    texts = source_texts(dataset, data, split)
-    limit = data.max_source_length
-    rows = _encode(tokenizer, texts, limit + 1)
-    long = [i for i, row in enumerate(rows) if len(row) > limit]
-    if long and not data.truncate:
-        first = long[0]
-        raise DataError(
-            f"{len(long)} of {len(rows)} sources in split {split!r} are longer than "
-            f"max_source_length={limit} tokens; the first is row {first} "
-            f"({texts[first][:60]!r}...). Raise data.max_source_length or set data.truncate"
-        )
-    _cut_to_limit(tokenizer, texts, rows, long, limit)
-    return TokenRows.from_lists(rows), len(long)
-
-
-def _cut_to_limit(
-    tokenizer: Any, texts: list[str], rows: list[list[int]], long: list[int], limit: int
-) -> None:
-    """Cut the `long` rows, tokenized to `limit + 1` tokens, to `limit` tokens, in place.
-
-    Most sources of a summarization dataset are long, and tokenizing them a second time took
-    as long as the first pass. The tokenizer's truncation keeps its special tokens and drops
-    one content token (the last, or the first when it truncates on the left), at the same
-    position in every row, since all long rows have the same length. That position is the one
-    that, dropped, turns each of a sample of long rows into the same row tokenized at the
-    limit; if no position does, every long row is tokenized again at the limit.
-    """
-    if not long:
-        return
-    sample = long[:: max(1, len(long) // CHECKED_ROWS)][:CHECKED_ROWS]
-    truth = dict(zip(sample, _encode(tokenizer, [texts[i] for i in sample], limit), strict=True))
-    dropped = [
-        p
-        for p in range(limit + 1)
-        if all(rows[i][:p] + rows[i][p + 1 :] == truth[i] for i in sample)
-    ]
-    if dropped:
-        for i in long:
-            del rows[i][dropped[0]]
-        return
-    for i, row in zip(long, _encode(tokenizer, [texts[i] for i in long], limit), strict=True):
-        rows[i] = row
-
-
-def tokenize_targets(summaries: list[str], tokenizer: Any, data: DataConfig) -> TokenRows:
-    """Summaries as labels: tokenized as targets, cut to `max_target_length` tokens."""
-    ids = tokenizer(
-        text_target=summaries,
-        truncation=True,
-        max_length=data.max_target_length,
-        return_attention_mask=False,
-    )["input_ids"]
-    return TokenRows.from_lists(ids)
-
-
-def _encode(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
-    if not texts:
-        return []
-    return tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)[
-        "input_ids"
-    ]
 
 
 # --- Fit to the model ----------------------------------------------------------------------

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from trainables.config import DataConfig, DecodingConfig
-from trainables.data import TokenizedData, TokenRows, tokenize_targets
 from trainables.fingerprint import combined_key, differing_parts, digest_json, rows_digest
+from trainables.tokens import TokenizedData, TokenRows, tokenize_targets
 
 # Made by the demo teacher for the default sweep (`data.pseudo_examples: 8000`, its decoding),
 # shipped so that the README's first command does not spend minutes making them again; any

@@ -14,9 +14,9 @@ import torch
 
 from trainables.batches import make_batch
 from trainables.config import DecodingConfig
-from trainables.data import TokenizedData
 from trainables.losses import seq2seq_loss
 from trainables.rouge import rouge_scores
+from trainables.tokens import TokenizedData
 
 
 def generate_summaries(

@@ -3,7 +3,8 @@
 A student cut from a pretrained model keeps part of what the model knew, and how much shows
 before fine-tuning: its teacher-forced loss on a few evaluation pairs ranks the demo teacher's
 72 students much as their fine-tuned ROUGE-L does (bench/README.md, "Zero-shot screen"), at a
-fraction of a second each. The sweep uses it to decide what to train first (`search.screen`).
+fraction of a second each. The sweep uses it to decide what to train first
+(`search.strategy.screen`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.data import TokenizedData
+from trainables.tokens import TokenizedData
 
 Layers = tuple[Sequence[int], Sequence[int]]  # the encoder and decoder layers a student keeps
 

@@ -3,7 +3,7 @@
 `fine_tune` does what `Seq2SeqTrainer` does for one trial (AdamW, linear warmup and decay,
 gradient accumulation and clipping, label smoothing, mixed precision through `accelerate`)
 with less overhead: batches are bucketed by length so little compute goes to padding, and the
-data arrive already tokenized (`trainables.data.TokenizedData`). Batching is
+data arrive already tokenized (`trainables.tokens.TokenizedData`). Batching is
 `trainables.batches`, the losses `trainables.losses`, and scoring `trainables.scoring`.
 """
 
@@ -21,9 +21,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from trainables.batches import length_batches, make_batch
 from trainables.config import TrainConfig
-from trainables.data import TokenizedData
 from trainables.losses import LayerMatch, distillation_loss, seq2seq_loss
 from trainables.scoring import synchronize
+from trainables.tokens import TokenizedData
 
 MAX_GRAD_NORM = 1.0  # Seq2SeqTrainer's default, so both loops train alike
 LOSS_WINDOW = 10  # TrainStats.final_loss averages this many last steps

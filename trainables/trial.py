@@ -1,7 +1,7 @@
 """What one trial does: shrink the base model, fine-tune it, score it, save it.
 
 `run_trial` is a plain function of `(TrialConfig, base model, data) -> TrialResult`; the few
-lines that adapt it to Ray Tune live in `search.trainable`. The base model travels to the
+lines that adapt it to Ray Tune live in `search.driver.trainable`. The base model travels to the
 trial as the bytes of its saved directory (`PackedModel`), so trials on other nodes need no shared
 filesystem and each gets a private, writable copy; a trial's weights go back to the driver the same
 way.
@@ -160,7 +160,7 @@ def run_trial(
     Args:
         config: which layers to keep and how to fine-tune.
         base: the packed base model.
-        data: the sweep's tokenized data (`trainables.data.TokenizedData`).
+        data: the sweep's tokenized data (`trainables.tokens.TokenizedData`).
         decoding: generation settings for scoring.
         save_dir: where the student's model directory is written.
         report: receives intermediate metrics (with `step`) every `train.eval_every` steps,

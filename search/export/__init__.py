@@ -4,6 +4,7 @@ One module per job, arrows pointing down the list:
 
 - `ship`: the export itself (`export_trial`): stage, build, re-score, card, publish, register.
 - `card`: the model card (from the template `card.md`) and the lines the CLI prints.
+- `results`: what an export wrote and measured (`ExportResult`), made by `ship`, read by `card`.
 - `pick`: which trial to export (`pick_trial`): the knee of the front or a rule. Pure.
 - `model_dir`: the fp32 Hugging Face directory, and the check that it generates.
 - `int8`: quantize, save and load the int8 variant; stands alone, so loading needs no exporter.
@@ -20,7 +21,10 @@ An export directory holds a plain Hugging Face model directory and:
   `search.export.int8.load_int8`;
 - `README.md`: the model card.
 
-Importing this package imports no torch; import the module that holds what you need.
+Importing this package imports no torch; import the module that holds what you need. It may
+use `search.front` (the rows it picks from), `search.space` (the sweep's configuration) and
+`search.console`; never the driver: an export needs no Ray. MLflow is reached through the
+`Tracker` (`search.record`) the CLI passes.
 """
 
 from typing import Any

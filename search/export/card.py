@@ -17,8 +17,8 @@ from search.export.int8 import INT8_DIR, INT8_WEIGHTS, load_int8
 from search.export.model_dir import PIPELINE_FILE
 
 if TYPE_CHECKING:
-    from search.config import DecodingConfig, SweepConfig
-    from search.export.ship import ExportResult, HeldOutScores
+    from search.export.results import ExportResult, HeldOutScores
+    from search.space.config import DecodingConfig, SweepConfig
 
 CARD_TEMPLATE = "card.md"
 INT8_TARGET = 0.30  # int8 weights on disk as a share of fp32

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from search.config import SweepConfig
 from search.export.errors import ExportError
+from search.space.config import SweepConfig
 
 PIPELINE_TASK = "summarization"
 PIPELINE_FILE = "summarization_pipeline.py"  # a module of this package, copied as it is

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.export.errors import ExportError
-from search.front import scored_rows
-from search.pareto import knee, pareto_front
+from search.front.pareto import knee, pareto_front
+from search.front.rows import scored_rows
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,11 @@ def pick_trial(
 ) -> Pick:
     """Choose the trial to export among a sweep's finished trials.
 
-    Without a rule, the knee of the Pareto front over `objectives` (`search.pareto.knee`).
+    Without a rule, the knee of the Pareto front over `objectives` (`search.front.pareto.knee`).
     The rules compare `rougeL` and `params` whatever the objectives.
 
     Args:
-        rows: Finished trial rows (`Tracker.trial_rows`), each with `trial` and its metrics.
+        rows: Finished trial rows (`TrialRuns.rows`), each with `trial` and its metrics.
         objectives: (metric, mode) pairs of the sweep, e.g. [("rougeL", "max"), ("params", "min")].
         trial: Export this trial id.
         max_params: The best ROUGE-L among trials with at most this many parameters (ties: fewer

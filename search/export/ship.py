@@ -13,7 +13,7 @@ little; the test split, which no trial saw, is the estimate to quote.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
@@ -22,64 +22,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from search.config import DecodingConfig, SweepConfig
 from search.console import echo, quiet_libraries
 from search.export.card import model_card
 from search.export.errors import ExportError
 from search.export.int8 import INT8_DIR, INT8_WEIGHTS, load_int8, quantize_int8, save_int8
 from search.export.model_dir import check_generates, write_model
 from search.export.pick import Pick
+from search.export.results import ExportResult, HeldOutScores, SweepInfo
 from search.export.staging import check_target, staging
-from search.front import front_rows
+from search.front.rows import front_rows
+from search.space.config import DecodingConfig, SweepConfig
 
 DEFAULT_ALIAS = "best-tradeoff"
 DEFAULT_TEST_SPLIT = "test"
 ROUGE_TOLERANCE = 0.5  # points of ROUGE-L between the re-scored fp32 model and the trial
 PYFUNC_FILE = "mlflow_model.py"  # the MLflow model's code, a module of this package
-
-
-@dataclass(frozen=True)
-class SweepInfo:
-    """What the model card says about the sweep a model came from."""
-
-    name: str
-    run_id: str
-    base_model: str
-    parent_layers: tuple[str, str]  # encoder and decoder layer counts of the base model
-
-
-@dataclass(frozen=True)
-class HeldOutScores:
-    """The exported model scored on a split the sweep never looked at, or why it was not."""
-
-    split: str
-    fp32: dict[str, float] | None = None  # as ExportResult.fp32, on the held-out split
-    int8: dict[str, float] | None = None
-    missing: str = ""  # why nothing was scored, e.g. "split 'test' not found (available: ...)"
-
-    @property
-    def scored(self) -> bool:
-        return self.fp32 is not None
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What an export wrote and measured."""
-
-    directory: Path
-    sweep: SweepInfo
-    pick: Pick
-    front: list[dict[str, Any]]
-    fp32: dict[str, float]  # re-scored ROUGE, latency_ms, eval_loss, params, size_mb, examples
-    int8: dict[str, float]  # fp32 and int8: on the sweep's evaluation split
-    test: HeldOutScores
-    threads: int
-    model_name: str = ""
-    version: str = ""
-
-    @property
-    def int8_ratio(self) -> float:
-        return self.int8["size_mb"] / self.fp32["size_mb"]
 
 
 def sweep_info(run: Any, config: SweepConfig) -> SweepInfo:
@@ -123,7 +80,7 @@ def export_trial(
 
     Args:
         config: The space the sweep ran with: objectives, data and decoding.
-        tracker: The sweep's `search.tracking.Tracker` (its `sweep_run_id` set).
+        tracker: The sweep's `search.record.tracker.Tracker` (its `sweep_run_id` set).
         sweep_run: The sweep's parent run.
         pick: The trial to export (`pick_trial`).
         rows: Every finished trial row of the sweep, for the front in the card.
@@ -277,7 +234,8 @@ def check_rescore(
 
 def eval_data(config: SweepConfig, tokenizer: Any) -> Any:
     """The sweep's evaluation data, re-created from the space and tokenized with `tokenizer`."""
-    from trainables.data import load_splits, tokenize_splits
+    from trainables.data import load_splits
+    from trainables.tokens import tokenize_splits
 
     return tokenize_splits(load_splits(config.data), tokenizer, config.data)
 
@@ -305,7 +263,8 @@ def held_out_data(config: SweepConfig, tokenizer: Any, split: str, examples: int
     Raises:
         DataError: The data has no such split, or it cannot be used.
     """
-    from trainables.data import load_splits, tokenize_splits
+    from trainables.data import load_splits
+    from trainables.tokens import tokenize_splits
 
     # load_splits always loads a training split too; naming the held-out split there, cut to
     # one row, keeps a large training split from being read and tokenized for nothing.
@@ -330,7 +289,7 @@ def register(tracker: Any, result: ExportResult, name: str, alias: str, example:
         The new version number.
     """
     code = Path(str(resources.files(__package__).joinpath(PYFUNC_FILE)))
-    model_id = tracker.log_model(
+    model_id = tracker.models.log(
         result.directory, f"trial_{result.pick.trial}", code, example, model_requirements()
     )
     fp32, int8 = result.fp32, result.int8
@@ -353,7 +312,7 @@ def register(tracker: Any, result: ExportResult, name: str, alias: str, example:
         f"{_test_text(result.test)}, {fp32['params']:,.0f} parameters, "
         f"{fp32['size_mb']:.2f} MB (int8 {int8['size_mb']:.2f} MB)."
     )
-    return tracker.register_model(name, model_id, alias=alias, tags=tags, description=description)
+    return tracker.models.register(name, model_id, alias=alias, tags=tags, description=description)
 
 
 def model_requirements() -> list[str]:

@@ -1,6 +1,6 @@
 """Early stopping that is sound for several objectives, as Ray Tune schedulers.
 
-`asha` (`SuccessiveHalvingStopping`) runs the pure rule of `search.halving`: asynchronous
+`asha` (`SuccessiveHalvingStopping`) runs the pure rule of `search.strategy.halving`: asynchronous
 successive halving ranked by non-dominated sorting at fixed rungs (MO-ASHA). What follows
 describes the older `pareto` rule.
 
@@ -10,7 +10,8 @@ reports at an evaluation step) is compared with the points other trials reported
 step: when more than `1 - 1/reduction_factor` of them dominate it (better or equal in every
 objective, better in one), it is unlikely to end on the Pareto front, and it stops. A small
 model is never stopped for being worse than a bigger one, only for being beaten by models at
-least as small. The rule itself is `search.pareto.dominated_share`; this module adapts it to Tune.
+least as small. The rule itself is `search.front.pareto.dominated_share`; this module adapts it
+to Tune.
 
 Imported only when a sweep runs, since it imports Ray.
 """
@@ -22,9 +23,9 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search.config import ObjectiveConfig, SchedulerConfig
-from search.halving import SuccessiveHalving, is_first_point
-from search.pareto import dominated_share
+from search.front.pareto import dominated_share
+from search.space.config import ObjectiveConfig, SchedulerConfig
+from search.strategy.halving import SuccessiveHalving, is_first_point
 
 
 class ParetoStopping(FIFOScheduler):
@@ -69,7 +70,7 @@ class ParetoStopping(FIFOScheduler):
 
 
 class SuccessiveHalvingStopping(FIFOScheduler):
-    """Judges each rung result a trial reports (`rung` 1) by `search.halving`'s rule."""
+    """Judges each rung result a trial reports (`rung` 1) by `search.strategy.halving`'s rule."""
 
     def __init__(
         self,
@@ -103,7 +104,7 @@ def make_scheduler(
     first: Sequence[Mapping[str, Any]] = (),
 ) -> Any:
     """The Tune scheduler named in `space.yaml`: FIFO (none), MO-ASHA or Pareto stopping;
-    neither stops a trial of the points in `first` (`search.halving.never_stopped`)."""
+    neither stops a trial of the points in `first` (`search.strategy.halving.never_stopped`)."""
     if config.name == "asha":
         return SuccessiveHalvingStopping(config, objectives, first)
     if config.name == "pareto":

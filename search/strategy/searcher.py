@@ -1,6 +1,7 @@
 """Ray's OptunaSearch, taught three things a sweep needs: a trial stopped early was pruned, a
 proposal that breaks a constraint known before training is infeasible and never trains, and a
-proposal that repeats a measured configuration is answered from its record (`search.repeats`).
+proposal that repeats a measured configuration is answered from its record
+(`search.strategy.repeats`).
 
 Imports Ray; runs in the driver's process.
 """
@@ -8,27 +9,35 @@ Imports Ray; runs in the driver's process.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ray.tune.search.optuna import OptunaSearch
 
-from search.config import ConstraintConfig, ObjectiveConfig
-from search.constraints import (
+from search.space.config import ConstraintConfig, ObjectiveConfig
+from search.space.constraints import (
     before_training,
     describe,
     feasible,
     tell_violations,
     violations,
 )
-from search.preflight import Prepared
-from search.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
-from search.space import InfeasibleError, plan
-from trainables.shrink import student_size
+from search.space.suggest import InfeasibleError, plan
+from search.strategy.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
+from trainables.shrink import LayerSizes, ParamCount, student_size
 
 MAX_REJECTED = 1000  # proposals in a row that break a constraint before the sweep gives up
 
 # (proposal, what is known of it, the broken constraints in words) -> None
 OnInfeasible = Callable[[dict[str, Any], dict[str, float], str], None]
+
+
+class ParentSizes(Protocol):
+    """What a student's size is computed from before it trains: the base model's layer counts,
+    its size, and what each layer takes with it (the driver's `Prepared` holds them)."""
+
+    parent_layers: tuple[int, int]
+    parent_size: ParamCount | None
+    layer_sizes: LayerSizes | None
 
 
 class SweepSearch(OptunaSearch):
@@ -52,7 +61,7 @@ class SweepSearch(OptunaSearch):
         constraints: Sequence[ConstraintConfig] = (),
         objectives: Sequence[ObjectiveConfig] = (),
         reference: Sequence[float] = (),
-        prepared: Prepared | None = None,
+        prepared: ParentSizes | None = None,
         on_infeasible: OnInfeasible | None = None,
         **kwargs: Any,
     ) -> None:

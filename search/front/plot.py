@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from search.pareto import pareto_front
+from search.front.pareto import pareto_front
 
 FRONT_NAME = "Pareto front"
 TRIALS_NAME = "trials"

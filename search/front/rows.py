@@ -1,25 +1,20 @@
-"""The sweep's Pareto front: which finished trials are on it, its hypervolume, and what shows it
-(pareto.csv and pareto.html on the sweep's run, the kept weights of the trials on it).
+"""The sweep's Pareto front as rows: which finished trials are on it, the hypervolume's reference
+point, the CSV table and the rows the plot shows.
 
-No Ray and no torch, so that `shrink-sweep pareto` stays quick: rows in, rows out; MLflow is
-reached only through the `Tracker` a caller passes, and plotly only when a plot is written.
+Rows in, rows out: no Ray, no torch, no MLflow (`search.record.front_log` reads the rows from
+the record and logs what this makes), so that `shrink-sweep pareto` stays quick.
 """
 
 from __future__ import annotations
 
 import csv
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from search.config import METRICS, SweepConfig
-from search.constraints import feasible
-from search.pareto import front_table, hypervolume, knee
-
-if TYPE_CHECKING:
-    from search.tracking import Tracker
+from search.front.pareto import front_table
+from search.space.config import METRICS, SweepConfig
 
 # Metrics a trial reports that are logged to MLflow (Ray adds many bookkeeping keys).
 TRIAL_METRICS = (
@@ -42,12 +37,6 @@ def objective_pairs(config: SweepConfig) -> list[tuple[str, str]]:
     return [(o.metric, o.mode) for o in config.objectives]
 
 
-def candidate_rows(tracker: Tracker, config: SweepConfig) -> list[dict[str, Any]]:
-    """The sweep's finished trials that keep every constraint: what the front, the plot and
-    `export` choose from."""
-    return [r for r in tracker.trial_rows("finished") if feasible(config.constraints, r)]
-
-
 def scored_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
     """Copies of the rows that report every metric, those metrics as floats."""
     out = []
@@ -63,7 +52,7 @@ def front_rows(
     """The finished trials on the Pareto front, best first by the first objective.
 
     Args:
-        rows: Finished trial rows (`Tracker.trial_rows`); rows lacking an objective are left out.
+        rows: Finished trial rows (`TrialRuns.rows`); rows lacking an objective are left out.
         objectives: (metric, mode) pairs, e.g. [("rougeL", "max"), ("params", "min")].
 
     Returns:
@@ -90,37 +79,6 @@ def reference_point(config: SweepConfig, parent_params: int) -> list[float]:
         else:
             point.append(float(parent_params) if objective.metric.startswith("params") else 1e12)
     return point
-
-
-def update_front(
-    tracker: Tracker, config: SweepConfig, parent_params: int
-) -> tuple[list[dict[str, Any]], float]:
-    """Recompute the front over every finished trial and log it to the sweep's parent run.
-
-    Logs the hypervolume and front size (at the step of the finished trials' count) and
-    pareto.csv and pareto.html; with `keep_weights: pareto`, deletes the dominated trials'
-    weights.
-
-    Returns:
-        All finished trial rows (each with `on_front`) and the front's hypervolume.
-    """
-    objectives = objective_pairs(config)
-    metrics = [metric for metric, _ in objectives]
-    rows = scored_rows(candidate_rows(tracker, config), metrics)
-    if not rows:
-        return [], 0.0
-    front = front_rows(rows, objectives)
-    on_front = {row["run_id"] for row in front}
-    for row in rows:
-        row["on_front"] = row["run_id"] in on_front
-    values = [[row[m] for m in metrics] for row in front]
-    modes = [mode for _, mode in objectives]
-    hv = hypervolume(values, modes, reference_point(config, parent_params))
-    tracker.log_sweep_metrics({"hypervolume": hv, "front_size": len(front)}, step=len(rows))
-    _log_front_artifacts(tracker, config, rows, hv)
-    if config.keep_weights == "pareto":
-        drop_dominated_weights(rows)
-    return rows, hv
 
 
 def write_front_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -155,25 +113,3 @@ def plot_title(sweep: str, config: SweepConfig, counts: Mapping[str, int], hv: f
     objectives = " vs ".join(f"{o.metric} ({o.mode})" for o in config.objectives)
     outcomes = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n)
     return f"{sweep}: {objectives}<br><sup>{outcomes}; hypervolume {hv:.4g}</sup>"
-
-
-def _log_front_artifacts(
-    tracker: Tracker, config: SweepConfig, rows: list[dict[str, Any]], hv: float
-) -> None:
-    from search.plot import pareto_figure, write_pareto_html
-
-    y, x = config.objectives[0], config.objectives[min(1, len(config.objectives) - 1)]
-    third = config.objectives[2].metric if len(config.objectives) > 2 else None
-    objectives = objective_pairs(config)
-    knee_row = knee([[row[m] for m, _ in objectives] for row in rows], [m for _, m in objectives])
-    counts = {"finished": len(rows), "on the front": sum(row["on_front"] for row in rows)}
-    counts |= {o: len(tracker.trial_rows(o)) for o in ("stopped", "failed", "infeasible")}
-    title = plot_title(tracker.run_info(tracker.sweep_run_id).run_name, config, counts, hv)
-    with tempfile.TemporaryDirectory() as tmp:
-        table = write_front_csv(rows, Path(tmp) / "pareto.csv")
-        fig = pareto_figure(
-            plot_rows(rows), x.metric, y.metric, x.mode, y.mode, title, knee_row, third
-        )
-        html = write_pareto_html(fig, Path(tmp) / "pareto.html")
-        tracker.log_sweep_artifact(table)
-        tracker.log_sweep_artifact(html)

@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.config import ConfigError, SweepConfig
 from search.console import echo
-from search.params import param_values
-from trainables.data import (
-    TokenizedData,
-    check_source_length,
-    load_splits,
-    tokenize_splits,
-)
+from search.space.config import ConfigError, SweepConfig
+from search.space.params import param_values
+from trainables.data import check_source_length, load_splits
 from trainables.shrink import (
     LayerSizes,
     ParamCount,
@@ -32,6 +27,7 @@ from trainables.shrink import (
     layer_counts,
     layer_sizes,
 )
+from trainables.tokens import TokenizedData, tokenize_splits
 from trainables.trial import ModelError, PackedModel, load_model_config, pack_base, resolve_model
 
 # Besides config.json, a saved model directory needs weights in safetensors (a pickled .bin can
@@ -63,7 +59,7 @@ class Prepared:
     parent_size: ParamCount | None = None  # with parent_params' non-embedding part
     layer_sizes: LayerSizes | None = None  # what each layer takes with it: student sizes
     seconds: float = 0.0  # what `prepare` took: model load, tokenizing (and checks it ran)
-    screen: tuple = ()  # every student scored untrained, for a new sweep (`search.screen`)
+    screen: tuple = ()  # every student scored untrained, for a new sweep (`search.strategy.screen`)
     screen_seconds: float = 0.0
 
 

@@ -1,8 +1,8 @@
 """The few lines that adapt one trial (`trainables.trial.run_trial`) to Ray Tune.
 
 A module of its own, apart from the driver's Ray and Optuna wiring, so that a trial worker
-unpickling `tune_trial` imports only what a trial needs: this, the pure `search.space` and
-`search.halving` (with the config they read), and `trainables`.
+unpickling `tune_trial` imports only what a trial needs: this, the pure `search.space.suggest` and
+`search.strategy.halving` (with the config they read), and `trainables`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from search.config import SchedulerConfig
-from search.halving import rung_config
-from search.progress import step_reporter
-from search.space import plan
+from search.driver.progress import step_reporter
+from search.space.config import SchedulerConfig
+from search.space.suggest import plan
+from search.strategy.halving import rung_config
 from trainables.config import DecodingConfig
 from trainables.train import total_steps
 from trainables.trial import PackedModel, run_trial
@@ -41,14 +41,14 @@ def tune_trial(
     Args:
         scheduler: the sweep's early stopping, which says at which steps the trial reports a
             (cheap) rung result; None or `fifo`: none.
-        receiver: the driver's `search.weights.WeightsReceiver` actor, or None to keep no
+        receiver: the driver's `search.driver.weights.WeightsReceiver` actor, or None to keep no
             weights. The weights travel to it as bytes, not as a Tune checkpoint: Ray persists
             a checkpoint to `storage_path`, which a node without a shared disk cannot reach.
             The last report's `weights` is where the driver keeps them.
         finished: metrics of trials that MLflow records as finished, given when a sweep is
             resumed. Ray's experiment state is saved every few seconds, so a trial can finish
             after the last save and before a crash; it is replayed from its record, not rerun.
-        board: the driver's `search.progress.ProgressBoard` actor, told the trial's steps;
+        board: the driver's `search.driver.progress.ProgressBoard` actor, told the trial's steps;
             None to tell no one.
     """
     import ray

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from search.config import ConstraintConfig
+from search.space.config import ConstraintConfig
 
 # Metrics known from the configuration alone, before a trial trains.
 KNOWN_BEFORE_TRAINING = ("params", "params_non_embedding")

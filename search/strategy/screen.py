@@ -4,7 +4,7 @@ With `sampler.screen: N`, every student the space allows (each strategy x encode
 count; students that keep the same layers count once) is shrunk and scored untrained on N
 evaluation pairs before the first trial (`trainables.screen`). The screen's Pareto front of
 loss against parameters foreshadows the sweep's front, and its knee, by the rule `export` uses
-for the best trade-off (`search.pareto.knee`), is the student the screen expects to be that
+for the best trade-off (`search.front.pareto.knee`), is the student the screen expects to be that
 trade-off. The sweep trains it and its two neighbours on the screen's front right after the
 `first:` points; the sampler proposes the rest, knowing their scores. A sampler left to
 itself needs many trials to find such a student among dozens (bench/README.md, "Zero-shot
@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from search.config import SweepConfig
-from search.constraints import before_training, feasible
-from search.params import Fixed, param_values
-from search.pareto import knee, pareto_front
-from search.space import InfeasibleError, plan
+from search.front.pareto import knee, pareto_front
+from search.space.config import SweepConfig
+from search.space.constraints import before_training, feasible
+from search.space.params import Fixed, param_values
+from search.space.suggest import InfeasibleError, plan
 
 LAYER_KEYS = ("strategy", "encoder", "decoder")
 SCREEN_FILE = "screen.csv"  # kept on the sweep's parent run

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from search.config import MODES
+from search.space.config import MODES
 
 # Knee scores this close to the best count as tied, so that rounding in the rescaling cannot
 # pick a different point of a symmetric front than exact arithmetic would.

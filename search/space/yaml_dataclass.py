@@ -2,7 +2,7 @@
 
 Generic: it knows nothing of shrink-sweep. A `Schema` says how to read the types the type
 hints alone do not cover (`converters`) and which checks across fields to run on a built
-dataclass (`checks`); `search.config` gives it the sweep's. Each problem is a string with its
+dataclass (`checks`); `search.space.config` gives it the sweep's. Each problem is a string with its
 YAML path, collected into one list so that a user fixes a file in one go.
 """
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-from search.config import SweepConfig
-from search.params import Choice, Fixed, FloatRange, IntRange, Param, param_values
+from search.space.config import SweepConfig
+from search.space.params import Choice, Fixed, FloatRange, IntRange, Param, param_values
 from trainables.config import TrainConfig, TrialConfig
 from trainables.layers import layer_indices
 

@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from search.config import SweepConfig
 from search.console import echo
-from search.front import trial_metrics, update_front
-from search.progress import SweepStatus, TrialStep
-from search.space import InfeasibleError, plan
-from search.tracking import Tracker
+from search.driver.progress import SweepStatus, TrialStep
+from search.front.rows import trial_metrics
+from search.record.front_log import update_front
+from search.record.tracker import Tracker
+from search.space.config import SweepConfig
+from search.space.suggest import InfeasibleError, plan
 
 
 def _tune_base(name: str) -> type:
@@ -70,7 +71,7 @@ class TrackingCallback(_tune_base("Callback")):
         self.failures: Counter[str] = Counter()  # last line of each error -> count
         self.finished_before = set(finished_before)
         # Proposals refused before training, numbered on from a resumed sweep's.
-        self.infeasible = len(tracker.trial_rows("infeasible"))
+        self.infeasible = len(tracker.trials.rows("infeasible"))
         # What the progress view shows besides the trials' steps (`status`).
         self.outcomes: Counter[str] = Counter(finished=len(self.finished_before))
         self.outcomes.update(earlier or {})
@@ -95,7 +96,7 @@ class TrackingCallback(_tune_base("Callback")):
             params.update(encoder=len(planned.encoder_layers), decoder=len(planned.decoder_layers))
         except InfeasibleError:
             pass  # the trial itself fails with the reason
-        self.runs[trial.trial_id] = self.tracker.start_trial(trial.trial_id, params, {})
+        self.runs[trial.trial_id] = self.tracker.trials.start(trial.trial_id, params, {})
         self.started[trial.trial_id] = time.monotonic()
         e, d = params.get("encoder", "?"), params.get("decoder", "?")
         echo(self.progress, f"trial {trial.trial_id} started: {e}+{d} {params.get('strategy', '')}")
@@ -107,10 +108,10 @@ class TrackingCallback(_tune_base("Callback")):
             return  # replayed from its own record: nothing new
         run_id = self._run(trial)
         step = int(result.get("step", 0))
-        self.tracker.log_trial_metrics(run_id, trial_metrics(result), step=step)
+        self.tracker.trials.log_metrics(run_id, trial_metrics(result), step=step)
         where = {k: str(result[k]) for k in ("node", "node_ip") if result.get(k)}
         if where:  # node: the Ray node id the trial reports; one machine's nodes share an IP
-            self.tracker.set_trial_tags(run_id, where)
+            self.tracker.trials.set_tags(run_id, where)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.finished_before:
@@ -119,25 +120,25 @@ class TrackingCallback(_tune_base("Callback")):
         result = trial.last_result or {}
         if not result.get("final"):  # stopped early by the scheduler, or by the sweep's end
             step = int(result.get("step", 0))
-            self.tracker.set_trial_tags(run_id, {"stopped_at_step": str(step)})
-            self.tracker.end_trial(run_id, "stopped")
+            self.tracker.trials.set_tags(run_id, {"stopped_at_step": str(step)})
+            self.tracker.trials.end(run_id, "stopped")
             self._after(trial, "stopped", f"early, at step {result.get('step', 0)}")
             return
         if result.get("weights"):  # where the driver's receiver wrote them
-            self.tracker.set_trial_tags(run_id, {"checkpoint": str(result["weights"])})
-        self.tracker.end_trial(run_id, "finished")
+            self.tracker.trials.set_tags(run_id, {"checkpoint": str(result["weights"])})
+        self.tracker.trials.end(run_id, "finished")
         self._after(trial, "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = _error_text(trial)
         self.failures[_error_summary(error)] += 1
-        self.tracker.end_trial(self._run(trial), "failed", error=error)
+        self.tracker.trials.end(self._run(trial), "failed", error=error)
         self._after(trial, "failed", _error_summary(error))
 
     def record_infeasible(
         self, proposal: dict[str, Any], known: dict[str, float], why: str
     ) -> None:
-        """Record a proposal the searcher refused before training (`search.searcher`)."""
+        """Record a proposal the searcher refused before training (`search.strategy.searcher`)."""
         self.infeasible += 1
         name = f"infeasible_{self.infeasible}"
         params = dict(proposal)
@@ -146,9 +147,9 @@ class TrackingCallback(_tune_base("Callback")):
             params.update(encoder=len(planned.encoder_layers), decoder=len(planned.decoder_layers))
         except InfeasibleError:
             pass
-        run_id = self.tracker.start_trial(name, params, {"infeasible_because": why})
-        self.tracker.log_trial_metrics(run_id, known, step=0)
-        self.tracker.end_trial(run_id, "infeasible")
+        run_id = self.tracker.trials.start(name, params, {"infeasible_because": why})
+        self.tracker.trials.log_metrics(run_id, known, step=0)
+        self.tracker.trials.end(run_id, "infeasible")
         echo(self.progress, f"proposal {name} infeasible, not trained | {why}")
 
     def status(self, steps: dict[str, TrialStep]) -> SweepStatus:
@@ -174,7 +175,7 @@ class TrackingCallback(_tune_base("Callback")):
 
     def _run(self, trial: Any) -> str:
         if trial.trial_id not in self.runs:  # a trial that started before a resume
-            self.runs[trial.trial_id] = self.tracker.start_trial(trial.trial_id, trial.config, {})
+            self.runs[trial.trial_id] = self.tracker.trials.start(trial.trial_id, trial.config, {})
         return self.runs[trial.trial_id]
 
     def _after(self, trial: Any, outcome: str, detail: str = "") -> None:
@@ -184,7 +185,7 @@ class TrackingCallback(_tune_base("Callback")):
         self.ended.add(trial.trial_id)
         rows, hv = self.refresh_front()
         done = sum(
-            r["outcome"] not in ("running", "infeasible") for r in self.tracker.trial_rows(None)
+            r["outcome"] not in ("running", "infeasible") for r in self.tracker.trials.rows(None)
         )
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
         line = f"[{done}/{self.config.trials}] trial {trial.trial_id} {outcome} in {seconds:.0f}s"

@@ -3,7 +3,8 @@
 Ray Tune schedules the trials (concurrency follows `resources`; a cluster runs them on its
 nodes) and Optuna proposes them through Ray's `OptunaSearch`, the objectives as a list, its
 study in the store's optuna.db or `--optuna-storage`. The trial itself is
-`search.trainable.tune_trial`; the early-stopping scheduler is `search.early_stopping`.
+`search.driver.trainable.tune_trial`; the early-stopping scheduler is
+`search.strategy.early_stopping`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.config import SweepConfig
-from search.paths import SweepPaths
-from search.preflight import Prepared
-from search.progress import ProgressBoard, ProgressView
-from search.space import grid, suggest
-from search.tracking import store_lock
-from search.trainable import tune_trial
-from search.weights import WeightsReceiver
+from search.driver.preflight import Prepared
+from search.driver.progress import ProgressBoard, ProgressView
+from search.driver.trainable import tune_trial
+from search.driver.weights import WeightsReceiver
+from search.record.paths import SweepPaths
+from search.record.store import store_lock
+from search.space.config import SweepConfig
+from search.space.suggest import grid, suggest
 
 if TYPE_CHECKING:
-    from search.callbacks import FailureLimit, TrackingCallback
+    from search.driver.callbacks import FailureLimit, TrackingCallback
 
 
 def run_trials(
@@ -111,8 +112,8 @@ def _new_tuner(
     import ray
     from ray import tune
 
-    from search.early_stopping import make_scheduler
-    from search.halving import never_stopped
+    from search.strategy.early_stopping import make_scheduler
+    from search.strategy.halving import never_stopped
 
     return tune.Tuner(
         trainable,
@@ -173,9 +174,9 @@ def _searcher(
     """Ray's Optuna searcher over the sweep's study (`callback.sweep`; an existing one is
     continued), trying the `first:` points and the screen's pick first unless told they were
     tried."""
-    from search.front import reference_point
-    from search.screen import points_to_try
-    from search.searcher import SweepSearch
+    from search.front.rows import reference_point
+    from search.strategy.screen import points_to_try
+    from search.strategy.searcher import SweepSearch
 
     return SweepSearch(
         space=functools.partial(suggest, config=config, parent_layers=prepared.parent_layers),
@@ -204,7 +205,7 @@ def _optuna_storage(url: str) -> Any:
 
 def make_sampler(config: SweepConfig, parent_layers: tuple[int, int]) -> Any:
     """The Optuna sampler named in `space.yaml`, seeded; the samplers that take constraints
-    read each trial's violations from the trial (`search.constraints.tell_violations`)."""
+    read each trial's violations from the trial (`search.space.constraints.tell_violations`)."""
     import optuna
 
     name, seed = config.sampler.name, config.sampler.seed

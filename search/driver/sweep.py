@@ -1,8 +1,9 @@
 """The sweep driver: check everything, prepare data once, run the trials, close the sweep.
 
 A sweep begins (`run_sweep`) or continues (`resume_sweep`), then `_drive` runs its trials
-through Ray Tune and Optuna (`search.tuner`) with a Tune callback in this process as the only
-writer to MLflow (`search.callbacks`), and `_close` writes the final front (`search.front`).
+through Ray Tune and Optuna (`search.driver.tuner`) with a Tune callback in this process as the
+only writer to MLflow (`search.driver.callbacks`), and `_close` writes the final front
+(`search.record.front_log`).
 """
 
 from __future__ import annotations
@@ -18,34 +19,40 @@ from typing import Any
 
 import yaml
 
-from search.callbacks import FailureLimit, TrackingCallback
-from search.config import ConfigError, SweepConfig, config_from_dict
 from search.console import echo, keep_log, quiet_libraries, to_root
-from search.front import trial_metrics, update_front
-from search.paths import SweepPaths
-from search.preflight import (
+from search.driver.callbacks import FailureLimit, TrackingCallback
+from search.driver.preflight import (
     Prepared,
     check_inputs,
     check_ray_address,
     check_resources,
     prepare,
 )
-from search.screen import SCREEN_FILE, describe_student, screen_csv, screen_picks, screen_students
-from search.tracking import (
+from search.driver.tuner import run_trials
+from search.front.rows import trial_metrics
+from search.record.front_log import update_front
+from search.record.paths import SweepPaths
+from search.record.store import (
     OUTCOME_TAG,
     SCREEN_PICKS_TAG,
     TRIALS_TAG,
     TUNE_EXPERIMENT_TAG,
-    Tracker,
     check_store,
     check_study_storage,
-    open_sweep,
     resolve_uri,
     run_url,
     serve_command,
     shown_url,
 )
-from search.tuner import run_trials
+from search.record.tracker import Tracker, open_sweep
+from search.space.config import ConfigError, SweepConfig, config_from_dict
+from search.strategy.screen import (
+    SCREEN_FILE,
+    describe_student,
+    screen_csv,
+    screen_picks,
+    screen_students,
+)
 
 SPACE_FILE = "space.yaml"  # the sweep's own configuration, kept on its parent run
 
@@ -178,8 +185,8 @@ def resume_sweep(
     tracker.resume_sweep(run.info.run_id)
     # Runs the crash left running were cut off. Tune reruns the trials its saved state knows,
     # each into its old run; one proposed after the last save is never run and stays stopped.
-    tracker.settle_trials()
-    finished = {r["trial"]: trial_metrics(r) for r in tracker.trial_rows("finished")}
+    tracker.trials.settle()
+    finished = {r["trial"]: trial_metrics(r) for r in tracker.trials.rows("finished")}
     echo(progress, f"resuming sweep {name}: {config.trials} trials, tracking {uri}")
     echo(progress, f"library messages and warnings: {keep_log(paths.log(name))}")
     limit = max_failures or failure_limit(config.trials)
@@ -322,7 +329,7 @@ def failure_limit(trials: int) -> int:
 def _drive(run: SweepRun) -> SweepSummary:
     """Run (or, given the trials finished so far, resume) the Tune experiment and close it."""
     prepared = run.prepared
-    earlier = Counter(r["outcome"] for r in run.tracker.trial_rows(None)) if run.earlier else None
+    earlier = Counter(r["outcome"] for r in run.tracker.trials.rows(None)) if run.earlier else None
     callback = TrackingCallback(
         run.tracker,
         run.config,
@@ -356,7 +363,7 @@ def _drive(run: SweepRun) -> SweepSummary:
         raise
     if callback.failures.total() >= run.max_failures:
         return _close(run, "failed", callback.failure_message())
-    if run.tracker.trial_rows("running") or len(run.tracker.trial_rows(None)) < run.config.trials:
+    if run.tracker.trials.rows("running") or len(run.tracker.trials.rows(None)) < run.config.trials:
         message = "interrupted; continue it with: shrink-sweep run --resume " + run.name
         return _close(run, "stopped", message)
     return _close(run, "finished")
@@ -365,10 +372,10 @@ def _drive(run: SweepRun) -> SweepSummary:
 def _close(run: SweepRun, outcome: str, message: str = "") -> SweepSummary:
     """Mark trials that did not end as stopped, write the front, and end the sweep's run."""
     tracker = run.tracker
-    tracker.settle_trials()
+    tracker.trials.settle()
     rows, hv = update_front(tracker, run.config, run.prepared.parent_params)
     tracker.end_sweep(outcome)
-    failed = len(tracker.trial_rows("failed"))
+    failed = len(tracker.trials.rows("failed"))
     front = [r for r in rows if r["on_front"]]
     plot = run_url(tracker.uri, tracker.experiment_id, tracker.sweep_run_id, "pareto.html")
     return SweepSummary(

@@ -3,11 +3,11 @@
 Loading checks everything that can be checked without a model or a dataset: unknown keys,
 wrong types, empty or inverted ranges, unknown strategies and samplers. Every problem is
 collected with its YAML path and raised together as one `ConfigError`, so a user fixes the
-file in one go. The generic reading of YAML into dataclasses is `search.yaml_dataclass`; the
-parameter kinds (fixed, choice, range) are `search.params`; the checks across fields are here.
+file in one go. The generic reading of YAML into dataclasses is `search.space.yaml_dataclass`; the
+parameter kinds (fixed, choice, range) are `search.space.params`; the checks across fields are here.
 What a trial itself is told (`TrainConfig`, `DataConfig`, `DecodingConfig`) is defined in
 `trainables.config`. Checks that need the model (more layers than it has) or the data (a missing
-column) live in `search.preflight` and report problems the same way.
+column) live in `search.driver.preflight` and report problems the same way.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from search.params import Fixed, Param, number, param_values, parse_param
-from search.yaml_dataclass import Schema, apply_overrides, kind
+from search.space.params import Fixed, Param, number, param_values, parse_param
+from search.space.yaml_dataclass import Schema, apply_overrides, kind
 from trainables.config import TARGETS, DataConfig, DecodingConfig, TrainConfig
 from trainables.layers import STRATEGIES
 
@@ -62,7 +62,8 @@ class ObjectiveConfig:
 
 @dataclass(frozen=True)
 class ConstraintConfig:
-    """A bound on a reported metric: a trial that breaks it is infeasible (`search.constraints`)."""
+    """A bound on a reported metric: a trial that breaks it is infeasible
+    (`search.space.constraints`)."""
 
     metric: str
     max: float | None = None
@@ -99,14 +100,14 @@ class SamplerConfig:
     seed: int = 0
     startup_trials: int = 10  # tpe, gp: trials sampled at random before it models the results
     constant_liar: bool = True  # tpe: running trials count as bad, so parallel ones differ
-    screen: int = 0  # evaluation pairs to score every student on untrained (`search.screen`)
+    screen: int = 0  # evaluation pairs to score each student on untrained (strategy.screen)
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
     """When trials stop early. `fifo` runs every trial to its end.
 
-    `asha` is asynchronous successive halving for several objectives (`search.halving`): at
+    `asha` is asynchronous successive halving for several objectives (`search.strategy.halving`): at
     `rungs - 1` rungs (budget fractions 1/eta^(rungs-1) .. 1/eta) a trial is scored cheaply
     (greedy decoding on the first `rung_examples` evaluation pairs) and goes on only while
     its non-dominated rank is among the best 1/eta of all results at that rung so far.

@@ -2,7 +2,7 @@
 
 A trial is scored at rungs, fixed fractions of its training budget (with reduction factor 3
 and 3 rungs: 1/9, 1/3, then the end). At each rung it is ranked, by non-dominated sorting
-(`search.pareto.front_ranks`), among every result any trial has reported at that rung so far,
+(`search.front.pareto.front_ranks`), among every result any trial has reported at that rung so far,
 itself included; it goes on when its rank is no worse than that of the `ceil(n / eta)`-th best
 of those `n` results, and stops otherwise (Schmucker et al. 2021, "Multi-objective
 Asynchronous Successive Halving"). A trial never waits for peers, so the rule works with two
@@ -11,7 +11,7 @@ smaller model is never stopped by bigger ones alone: a point that no other point
 on the first front. The sweep's `first:` points are judged but never stopped
 (`never_stopped`).
 
-Pure: no Ray, no torch. `search.early_stopping` runs it as a Ray Tune scheduler, and
+Pure: no Ray, no torch. `search.strategy.early_stopping` runs it as a Ray Tune scheduler, and
 `bench/simulate.py` replays sweeps with the very same rule.
 """
 
@@ -21,8 +21,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from search.config import SchedulerConfig, SweepConfig
-from search.pareto import front_ranks
+from search.front.pareto import front_ranks
+from search.space.config import SchedulerConfig, SweepConfig
 from trainables.config import RungConfig
 
 
