@@ -15,7 +15,8 @@ import trainables.train
 from search.driver.preflight import prepare
 from search.space.config import config_from_dict, load_config
 from trainables.config import DecodingConfig, TrainConfig, TrialConfig
-from trainables.pseudo import generate_texts, pseudo_sources
+from trainables.fingerprint import model_key
+from trainables.pseudo import add_pseudo_labels, generate_texts, in_process, pseudo_sources
 from trainables.tokens import TokenRows
 from trainables.trial import load_base, run_trial
 
@@ -150,3 +151,42 @@ def test_labels_shipped_for_another_model_are_named_before_new_ones_are_made(
     assert f"the shipped pseudo-labels {shipped} were made for this sweep's decoding" in warning
     assert "but another weights; generating new ones" in warning
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+class Interrupted(Exception):
+    """The sweep killed half-way through labeling."""
+
+
+def test_labeling_stopped_half_way_makes_only_the_missing_shards(tiny_t5_path, tmp_path):
+    data = prepare(config_from_dict(tiny_space(tiny_t5_path))).data
+    model, tokenizer = load_base(str(tiny_t5_path))
+    key = model_key(model, tokenizer)
+    config, decoding = pseudo_config(tiny_t5_path).data, DecodingConfig(max_new_tokens=8)
+    make = in_process(model, tokenizer, decoding)
+    made: list[int] = []
+
+    def stopped_after_four(shards, on_shard):
+        def keep(index, texts):
+            if len(made) == 4:
+                raise Interrupted
+            made.append(index)
+            on_shard(index, texts)
+
+        make(shards, keep)
+
+    def counted(shards, on_shard):
+        made.extend(shards)
+        make(shards, on_shard)
+
+    cache = tmp_path / "cache"
+    with pytest.raises(Interrupted):
+        add_pseudo_labels(data, tokenizer, key, config, decoding, cache, stopped_after_four)
+    (shards,) = cache.iterdir()
+    assert len(list(shards.iterdir())) == 4 and not list(cache.glob("*.json"))
+
+    made.clear()
+    resumed, source = add_pseudo_labels(data, tokenizer, key, config, decoding, cache, counted)
+    assert (source.shards_kept, source.shards_made, len(made)) == (4, 6, 6)
+    assert [p.suffix for p in cache.iterdir()] == [".json"]  # the shards are gone
+    whole, _ = add_pseudo_labels(data, tokenizer, key, config, decoding, None, make)
+    assert np.array_equal(resumed.pseudo_labels.values, whole.pseudo_labels.values)

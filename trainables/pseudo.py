@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +32,41 @@ from trainables.tokens import TokenizedData, TokenRows, tokenize_targets
 # shipped so that the README's first command does not spend minutes making them again; any
 # other model, data or decoding has another key and is generated as usual.
 SHIPPED = Path(__file__).parent / "demo" / "pseudo-labels"
-CHUNK = 512  # sources per progress report
+# A shard is the unit a worker generates and an interrupted sweep keeps: at most SHARD_SIZE
+# sources, and at least MIN_SHARDS shards when there are sources enough, so that a small set
+# still keeps several workers busy. Its size depends on the number of sources only, so a
+# sweep resumed on another cluster finds the shards it kept.
+SHARD_SIZE = 512
+MIN_SHARDS = 16
 BATCH_SIZE = 64  # sources per `generate` call
 SAMPLE_SEED = 0
 
 Progress = Callable[[int, int, float], None]  # (sources done, sources in all, seconds so far)
+
+
+@dataclass(frozen=True)
+class ShardProgress:
+    """How far the generation of a sweep's labels is."""
+
+    shards_done: int  # kept from an earlier run, or made now
+    shards: int
+    sources_made: int  # made now (the rate and the time to go count these)
+    sources_left: int
+    seconds: float  # since generation started
+
+
+# Makes the shards it is given ({shard index: its sources}), telling `on_shard(index, texts)`
+# as each is done, so that it is kept at once.
+MakeShards = Callable[[dict[int, list[np.ndarray]], Callable[[int, list[str]], None]], None]
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """Where a sweep's pseudo-labels came from."""
+
+    path: Path | None = None  # the file they were read from; None: generated now
+    shards_kept: int = 0  # shards an interrupted run had made, reused
+    shards_made: int = 0  # shards generated now
 
 
 def pseudo_sources(n_train: int, limit: int | None) -> np.ndarray:
@@ -86,6 +119,19 @@ def shipped_mismatch(key: Mapping[str, str], shipped: Path | None = None) -> str
     return None
 
 
+def shard_size(sources: int) -> int:
+    """Sources per shard for a set of `sources`."""
+    return max(1, min(SHARD_SIZE, math.ceil(sources / MIN_SHARDS)))
+
+
+def shard_plan(lengths: Sequence[int]) -> list[np.ndarray]:
+    """The sources of each shard, as positions: the length-sorted order cut into pieces of
+    `shard_size`, so each shard batches sources of like length (little padding)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    size = shard_size(len(order))
+    return [order[first : first + size] for first in range(0, len(order), size)]
+
+
 def generate_texts(
     model: Any,
     tokenizer: Any,
@@ -93,79 +139,157 @@ def generate_texts(
     decoding: DecodingConfig,
     progress: Progress | None = None,
 ) -> list[str]:
-    """The model's summary of every source, shortest sources first in batches (little
-    padding), reported every `CHUNK` sources.
+    """The model's summary of every source, in this process, shard after shard.
 
     Returns:
         The summaries in the order of `sources`.
     """
-    from trainables.scoring import generate_summaries
-
-    order = np.argsort([len(s) for s in sources], kind="stable")
     texts = [""] * len(sources)
     start = time.perf_counter()
-    for first in range(0, len(order), CHUNK):
-        chunk = order[first : first + CHUNK]
-        summaries, _ = generate_summaries(
-            model, tokenizer, [sources[i] for i in chunk], decoding, BATCH_SIZE
-        )
-        for i, text in zip(chunk, summaries, strict=True):
+    done = 0
+    for shard in shard_plan([len(s) for s in sources]):
+        for i, text in zip(
+            shard, shard_texts(model, tokenizer, sources, shard, decoding), strict=True
+        ):
             texts[i] = text
+        done += len(shard)
         if progress is not None:
-            progress(first + len(chunk), len(order), time.perf_counter() - start)
+            progress(done, len(sources), time.perf_counter() - start)
     return texts
+
+
+def shard_texts(
+    model: Any,
+    tokenizer: Any,
+    sources: Sequence[np.ndarray],
+    shard: np.ndarray,
+    decoding: DecodingConfig,
+) -> list[str]:
+    """The model's summaries of one shard's sources, in the shard's order."""
+    from trainables.scoring import generate_summaries
+
+    rows = [sources[i] for i in shard]
+    return generate_summaries(model, tokenizer, rows, decoding, BATCH_SIZE)[0]
+
+
+def in_process(model: Any, tokenizer: Any, decoding: DecodingConfig) -> MakeShards:
+    """Make shards with the model in this process, one after another."""
+
+    def make(
+        shards: dict[int, list[np.ndarray]], on_shard: Callable[[int, list[str]], None]
+    ) -> None:
+        for index, rows in shards.items():
+            on_shard(index, shard_texts(model, tokenizer, rows, np.arange(len(rows)), decoding))
+
+    return make
 
 
 def add_pseudo_labels(
     data: TokenizedData,
-    model: Any,
     tokenizer: Any,
     model_key: Mapping[str, str],
     config: DataConfig,
     decoding: DecodingConfig,
     cache: Path | None,
-    progress: Progress | None = None,
+    make_shards: MakeShards,
     warn: Callable[[str], None] | None = None,
-) -> tuple[TokenizedData, Path | None]:
+    progress: Callable[[ShardProgress], None] | None = None,
+) -> tuple[TokenizedData, LabelSource]:
     """The data with pseudo-labels for `config.pseudo_examples` training sources, read from
-    `cache` when they were made before, else generated (and kept there).
+    `cache` when they were made before, else generated shard by shard (`shard_plan`).
+
+    Each shard is kept in the cache as it is made (`<key>.shards-<size>/`, written
+    atomically), so a sweep stopped while labeling makes only the missing shards when it runs
+    again; the finished labels become one `<key>.json` and the shards go.
 
     Args:
         data: The tokenized sweep data.
-        model: The base model, which writes the labels.
-        tokenizer: Its tokenizer.
+        tokenizer: The base model's tokenizer, for the labels' token ids.
         model_key: The base model's content key (`trainables.fingerprint.model_key`).
         config: The data settings (`pseudo_examples`, `max_target_length`).
         decoding: The sweep's decoding.
-        cache: A directory for `<key>.json` files; None: always generate.
-        progress: Told of generation progress.
+        cache: A directory for `<key>.json` files; None: always generate, keep nothing.
+        make_shards: Generates shards (`in_process`, or the driver's workers).
         warn: Told why, when shipped labels nearly fit but are generated anew.
+        progress: Told as each shard is done.
 
     Returns:
-        The data with `pseudo_sources` and `pseudo_labels`, and the file they were read from
-        (in the cache, or the shipped demo labels `SHIPPED`), None if they were generated.
+        The data with `pseudo_sources` and `pseudo_labels`, and where they came from.
     """
     indices = pseudo_sources(len(data.train_input_ids), config.pseudo_examples)
     sources = data.train_input_ids.take(indices)
     key = label_key(model_key, sources, decoding, config.max_target_length)
     name = f"{combined_key(key)}.json"
     path = cache / name if cache is not None else None
-    texts, source = None, None
     for candidate in (path, SHIPPED / name):
         texts = _read_cached(candidate, len(indices))
         if texts is not None:
-            source = candidate
-            break
-    if texts is None:
-        mismatch = shipped_mismatch(key)
-        if mismatch and warn is not None:
-            warn(mismatch)
-        texts = generate_texts(model, tokenizer, sources, decoding, progress)
-        if path is not None:
-            _write_atomically(path, {"sources": len(texts), "key": key, "texts": texts})
+            return _labeled(data, indices, texts, tokenizer, config), LabelSource(candidate)
+    mismatch = shipped_mismatch(key)
+    if mismatch and warn is not None:
+        warn(mismatch)
+    texts, kept, made = _generate(sources, path, make_shards, progress)
+    if path is not None:
+        _write_atomically(path, {"sources": len(texts), "key": key, "texts": texts})
+        shutil.rmtree(_shard_dir(path, len(texts)), ignore_errors=True)
+    labeled = _labeled(data, indices, texts, tokenizer, config)
+    return labeled, LabelSource(None, kept, made)
+
+
+def _generate(
+    sources: TokenRows,
+    path: Path | None,
+    make_shards: MakeShards,
+    progress: Callable[[ShardProgress], None] | None,
+) -> tuple[list[str], int, int]:
+    """Every source's label, the shards kept from an earlier run read, the others made and
+    kept as they come; returns the labels and the counts of shards kept and made."""
+    shards = shard_plan(sources.lengths)
+    folder = _shard_dir(path, len(sources)) if path is not None else None
+    done = {i: _read_shard(folder, i, len(shard)) for i, shard in enumerate(shards)}
+    done = {i: texts for i, texts in done.items() if texts is not None}
+    missing = {i: [sources[j] for j in shard] for i, shard in enumerate(shards) if i not in done}
+    left = sum(len(rows) for rows in missing.values())
+    start = time.perf_counter()
+
+    def on_shard(index: int, texts: list[str]) -> None:
+        nonlocal left
+        done[index] = texts
+        if folder is not None:
+            _write_atomically(folder / f"{index:05d}.json", {"shard": index, "texts": texts})
+        left -= len(texts)
+        if progress is not None:
+            made = sum(len(rows) for rows in missing.values()) - left
+            seconds = time.perf_counter() - start
+            progress(ShardProgress(len(done), len(shards), made, left, seconds))
+
+    make_shards(missing, on_shard)
+    labels = [""] * len(sources)
+    for i, shard in enumerate(shards):
+        for position, text in zip(shard, done[i], strict=True):
+            labels[position] = text
+    return labels, len(shards) - len(missing), len(missing)
+
+
+def _labeled(
+    data: TokenizedData,
+    indices: np.ndarray,
+    texts: list[str],
+    tokenizer: Any,
+    config: DataConfig,
+) -> TokenizedData:
     labels = tokenize_targets(texts, tokenizer, config)
-    labeled = dataclasses.replace(data, pseudo_sources=indices, pseudo_labels=labels)
-    return labeled, source
+    return dataclasses.replace(data, pseudo_sources=indices, pseudo_labels=labels)
+
+
+def _shard_dir(path: Path, sources: int) -> Path:
+    """Where the shards of the labels file `path` are kept until it is whole."""
+    return path.with_name(f"{path.stem}.shards-{shard_size(sources)}")
+
+
+def _read_shard(folder: Path | None, index: int, count: int) -> list[str] | None:
+    """A kept shard's texts, or None (none kept, or an unreadable or partial file)."""
+    return _read_cached(folder / f"{index:05d}.json" if folder else None, count)
 
 
 def _read_cached(path: Path | None, count: int) -> list[str] | None:

@@ -42,16 +42,24 @@ def zero_shot_scores(
         Each student's parameter count and mean token cross-entropy on those pairs (lower is
         better), in the order given.
     """
-    from trainables.scoring import eval_loss
-    from trainables.shrink import count_parameters, shrink
     from trainables.trial import load_packed
 
     parent, tokenizer = load_packed(base)
-    head = data.eval_head(examples)
+    return score_students(parent, tokenizer.pad_token_id, data.eval_head(examples), students)
+
+
+def score_students(
+    parent: Any, pad_token_id: int, head: TokenizedData, students: Sequence[Layers]
+) -> list[ZeroShotScore]:
+    """Cut each student from the loaded `parent` and score it untrained on `head`'s
+    evaluation pairs; in the order given."""
+    from trainables.scoring import eval_loss
+    from trainables.shrink import count_parameters, shrink
+
     scores = []
     for encoder, decoder in students:
         student = shrink(parent, encoder, decoder)
-        loss = eval_loss(student, head, tokenizer.pad_token_id)
+        loss = eval_loss(student, head, pad_token_id)
         counts = count_parameters(student)
         scores.append(ZeroShotScore(counts.total, counts.non_embedding, loss))
     return scores

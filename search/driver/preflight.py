@@ -13,9 +13,10 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.console import echo
+from search.driver.progress import duration
 from search.space.config import ConfigError, SweepConfig
 from search.space.params import param_values
 from trainables.data import check_source_length, load_splits
@@ -29,6 +30,10 @@ from trainables.shrink import (
 )
 from trainables.tokens import TokenizedData, tokenize_splits
 from trainables.trial import ModelError, PackedModel, load_model_config, pack_base, resolve_model
+
+if TYPE_CHECKING:
+    from search.driver.workers import BaseWorkers
+    from trainables.pseudo import ShardProgress
 
 # Besides config.json, a saved model directory needs weights in safetensors (a pickled .bin can
 # run code when loaded, so it is never read) and a tokenizer: without one, transformers builds
@@ -61,6 +66,8 @@ class Prepared:
     seconds: float = 0.0  # what `prepare` took: model load, tokenizing (and checks it ran)
     screen: tuple = ()  # every student scored untrained, for a new sweep (`search.strategy.screen`)
     screen_seconds: float = 0.0
+    screen_where: str = ""  # where the screen ran, e.g. "on 2 workers (cpu)"
+    pseudo_labels: str = ""  # where they came from: "read from <file>" or "generated on ..."
 
 
 def needs_pseudo_labels(config: SweepConfig) -> bool:
@@ -73,38 +80,52 @@ def _pseudo_labeled(
     config: SweepConfig,
     model: Any,
     tokenizer: Any,
+    base: PackedModel,
     cache: Path | None,
     progress: bool,
-) -> TokenizedData:
+    workers: BaseWorkers | None,
+) -> tuple[TokenizedData, str]:
+    """The data with pseudo-labels, and where they came from (read from a file, or generated
+    on workers)."""
     from trainables.fingerprint import model_key
-    from trainables.pseudo import add_pseudo_labels
+    from trainables.pseudo import add_pseudo_labels, in_process
 
+    if workers is not None:
+        make = workers.make_shards(base, config.decoding)
+    else:
+        make = in_process(model, tokenizer, config.decoding)
     last_report = [0.0]
 
-    def report(done: int, total: int, seconds: float) -> None:
-        if done == total or seconds - last_report[0] >= PROGRESS_SECONDS:
-            last_report[0] = seconds
-            left = seconds / done * (total - done)
-            echo(progress, f"pseudo-labels: {done:,}/{total:,} sources, {left:.0f} s to go")
+    def report(at: ShardProgress) -> None:
+        if at.sources_left and at.seconds - last_report[0] < PROGRESS_SECONDS:
+            return
+        last_report[0] = at.seconds
+        rate = at.sources_made / max(at.seconds, 1e-9)
+        echo(
+            progress,
+            f"pseudo-labels: {at.shards_done}/{at.shards} shards, {rate:,.0f} sources/s, "
+            f"{duration(at.sources_left / max(rate, 1e-9))} to go",
+        )
 
     def warn(message: str) -> None:
         logger.warning(message)
         echo(progress, f"warning: {message}")
 
+    key = model_key(model, tokenizer)
     labeled, source = add_pseudo_labels(
-        data,
-        model,
-        tokenizer,
-        model_key(model, tokenizer),
-        config.data,
-        config.decoding,
-        cache,
-        report,
-        warn,
+        data, tokenizer, key, config.data, config.decoding, cache, make, warn, report
     )
-    where = f"read from {source}" if source else f"generated, kept in {cache}"
-    echo(progress, f"pseudo-labels: {len(labeled.pseudo_sources):,} sources, {where}")
-    return labeled
+    count = f"pseudo-labels: {len(labeled.pseudo_sources):,} sources"
+    if source.path is not None:
+        origin = f"read from {source.path}"
+        echo(progress, f"{count}, {origin}")
+        return labeled, origin
+    where = workers.describe() if workers is not None and workers.places else "in this process"
+    origin = f"generated {where}"
+    if source.shards_kept:
+        origin += f", {source.shards_kept} of {source.shards_kept + source.shards_made} shards kept"
+    echo(progress, f"{count} {origin}, kept in {cache}")
+    return labeled, origin
 
 
 def check_inputs(config: SweepConfig) -> tuple[Any, Any]:
@@ -255,10 +276,12 @@ def prepare(
     inputs: tuple[Any, Any] | None = None,
     pseudo_label_cache: Path | None = None,
     progress: bool = False,
+    workers: BaseWorkers | None = None,
 ) -> Prepared:
     """Check inputs (unless `inputs` is what `check_inputs` returned), then load the base
     model once and tokenize the data once, with the base model's pseudo-labels when a trial
-    may train on them (`train.targets`), read from `pseudo_label_cache` if made before.
+    may train on them (`train.targets`), read from `pseudo_label_cache` if made before, else
+    made by `workers` (in this process without them).
 
     Raises:
         ConfigError, DataError, ModelError: bad input (see `check_inputs`), or a model that
@@ -273,8 +296,11 @@ def prepare(
         raise ModelError(f"model {config.model!r} cannot be loaded: {first_line}") from None
     data = tokenize_splits(splits, tokenizer, config.data)
     check_token_ids(config.model, data, model_config)
+    origin = ""
     if needs_pseudo_labels(config):
-        data = _pseudo_labeled(data, config, model, tokenizer, pseudo_label_cache, progress)
+        data, origin = _pseudo_labeled(
+            data, config, model, tokenizer, base, pseudo_label_cache, progress, workers
+        )
     size = count_parameters(model)
     return Prepared(
         base=base,
@@ -284,4 +310,5 @@ def prepare(
         parent_size=size,
         layer_sizes=layer_sizes(model),
         seconds=time.perf_counter() - start,
+        pseudo_labels=origin,
     )

@@ -9,7 +9,9 @@ only writer to MLflow (`search.driver.callbacks`), and `_close` writes the final
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +31,15 @@ from search.driver.preflight import (
     prepare,
 )
 from search.driver.tuner import run_trials
+from search.driver.workers import BaseWorkers
 from search.front.rows import trial_metrics
 from search.record.front_log import update_front
 from search.record.paths import SweepPaths
 from search.record.store import (
     OUTCOME_TAG,
+    PSEUDO_LABELS_TAG,
     SCREEN_PICKS_TAG,
+    SCREEN_WHERE_TAG,
     TRIALS_TAG,
     TUNE_EXPERIMENT_TAG,
     check_store,
@@ -135,6 +140,8 @@ def run_sweep(
     sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tracker = Tracker(uri, config.name, paths.artifacts)
     tags = {"base_model": config.model, "optuna_storage": shown_url(paths.optuna_url)}
+    if prepared.pseudo_labels:
+        tags[PSEUDO_LABELS_TAG] = prepared.pseudo_labels
     tracker.start_sweep(sweep, _sweep_params(config, prepared), tags)
     tracker.log_sweep_text(yaml.safe_dump(raw if raw is not None else asdict(config)), SPACE_FILE)
     echo(progress, f"sweep {sweep}: {config.trials} trials, tracking {uri}")
@@ -274,18 +281,23 @@ def _prepare_and_start_ray(
         f"evaluation pairs{', then scoring every student untrained' if screen else ''}; "
         f"starting Ray{' at ' + address if address else ''}",
     )
+    ray_up = threading.Event()
+    workers = BaseWorkers(config, wait_for_ray=lambda: _wait_for_ray(ray_up))
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
-        preparing = pool.submit(_prepare, config, inputs, paths, progress, screen)
+        preparing = pool.submit(_prepare, config, inputs, paths, progress, screen, workers)
         started = 0.0
         try:
-            if not ray.is_initialized():
-                started = time.perf_counter()
-                ray.init(
-                    address=address,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
+            try:
+                if not ray.is_initialized():
+                    started = time.perf_counter()
+                    ray.init(
+                        address=address,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        configure_logging=False,
+                    )
+            finally:
+                ray_up.set()  # the preparation waits for Ray only if it needs workers
             seconds = time.perf_counter() - started if started else 0.0
             prepared = preparing.result()
             ready = f"ready: model and data in {prepared.seconds:.0f}s, Ray in {seconds:.0f}s"
@@ -297,14 +309,37 @@ def _prepare_and_start_ray(
             raise
 
 
+def _wait_for_ray(up: threading.Event) -> None:
+    """Wait until the main thread has started Ray (or failed to)."""
+    import ray
+
+    up.wait()
+    if not ray.is_initialized():
+        raise RuntimeError("Ray did not start")
+
+
 def _prepare(
-    config: SweepConfig, inputs: Any, paths: SweepPaths, progress: bool, screen: bool
+    config: SweepConfig,
+    inputs: Any,
+    paths: SweepPaths,
+    progress: bool,
+    screen: bool,
+    workers: BaseWorkers,
 ) -> Prepared:
-    prepared = prepare(config, inputs, paths.pseudo_labels, progress)
-    if not screen:
-        return prepared
-    screened, seconds = screen_students(config, prepared)
-    return dataclasses.replace(prepared, screen=tuple(screened), screen_seconds=seconds)
+    """Load, tokenize and label, then screen; on Ray's workers where there is work for them,
+    which end before the first trial."""
+    try:
+        prepared = prepare(config, inputs, paths.pseudo_labels, progress, workers)
+        if not screen:
+            return prepared
+        score = functools.partial(workers.zero_shot, prepared.base)
+        screened, seconds = screen_students(config, prepared, score)
+        described = workers.describe()
+    finally:
+        workers.close()
+    return dataclasses.replace(
+        prepared, screen=tuple(screened), screen_seconds=seconds, screen_where=described
+    )
 
 
 def _record_screen(
@@ -315,9 +350,15 @@ def _record_screen(
     tracker.log_sweep_metrics({"screen_seconds": prepared.screen_seconds}, step=0)
     picks = screen_picks(prepared.screen, config, prepared.parent_layers)
     names = [describe_student(s.values) for s in picks]
+    tags = {SCREEN_WHERE_TAG: prepared.screen_where} if prepared.screen_where else {}
     if names:
-        tracker.set_sweep_tags({SCREEN_PICKS_TAG: ", ".join(names)})
-    said = f"screened {len(prepared.screen)} students untrained in {prepared.screen_seconds:.0f}s"
+        tags[SCREEN_PICKS_TAG] = ", ".join(names)
+    if tags:
+        tracker.set_sweep_tags(tags)
+    said = (
+        f"screened {len(prepared.screen)} students untrained {prepared.screen_where} in "
+        f"{prepared.screen_seconds:.0f}s"
+    )
     echo(progress, f"{said}; trained first: {', '.join(names) or 'the first: points'}")
 
 

@@ -18,6 +18,7 @@ from search.driver.preflight import Prepared
 from search.driver.progress import ProgressBoard, ProgressView
 from search.driver.trainable import tune_trial
 from search.driver.weights import WeightsReceiver
+from search.driver.workers import trial_slots
 from search.record.paths import SweepPaths
 from search.record.store import store_lock
 from search.space.config import SweepConfig
@@ -57,7 +58,7 @@ def run_trials(
         tuner = _new_tuner(
             config, prepared, paths, trainable, callback, stopper, experiment, earlier
         )
-    callback.slots = _slots(config, ray.cluster_resources())
+    callback.slots = trial_slots(config, ray.cluster_resources())
 
     def read_steps() -> dict:
         return ray.get(board.snapshot.remote(), timeout=10)
@@ -123,7 +124,7 @@ def _new_tuner(
             num_samples=config.trials - earlier,
             # Without a limit Tune lets a searcher have one trial pending at a time, so the
             # other slots idle while that trial's worker starts.
-            max_concurrent_trials=_slots(config, ray.cluster_resources()),
+            max_concurrent_trials=trial_slots(config, ray.cluster_resources()),
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             reuse_actors=True,  # the next trial skips a new worker's start-up and imports
         ),
@@ -152,16 +153,6 @@ def driver_actor(cls: type, *args: Any) -> Any:
     node = ray.get_runtime_context().get_node_id()
     here = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
     return ray.remote(num_cpus=0, scheduling_strategy=here)(cls).remote(*args)
-
-
-def _slots(config: SweepConfig, cluster: dict[str, float]) -> int:
-    """How many trials the cluster can run at once with the configured resources."""
-    slots = cluster.get("CPU", 1) // config.resources.cpus
-    if config.resources.gpus:
-        slots = min(slots, cluster.get("GPU", 0) // config.resources.gpus)
-    if config.max_concurrent:
-        slots = min(slots, config.max_concurrent)
-    return max(1, int(slots))
 
 
 def _searcher(

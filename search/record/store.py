@@ -25,6 +25,10 @@ OUTCOME_TAG = "shrink_sweep.outcome"  # finished, failed, stopped, running
 TUNE_EXPERIMENT_TAG = "shrink_sweep.tune_experiment"
 TRIALS_TAG = "shrink_sweep.trials"
 SCREEN_PICKS_TAG = "shrink_sweep.screen_picks"  # the students the screen had trained first
+# Where the preparation's work ran: "on 2 workers (cuda:0) on 2 nodes", or the file the
+# pseudo-labels were read from.
+SCREEN_WHERE_TAG = "shrink_sweep.screen_where"
+PSEUDO_LABELS_TAG = "shrink_sweep.pseudo_labels"
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow 3 keeps an experiment's kind in this tag; "custom_model_development" is its
 # model-training kind (the UI's "Model training" side), "genai_development" its GenAI one.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,9 @@ from search.space.config import SweepConfig
 from search.space.constraints import before_training, feasible
 from search.space.params import Fixed, param_values
 from search.space.suggest import InfeasibleError, plan
+
+# (the layers each student keeps, the evaluation pairs) -> each student's ZeroShotScore
+ScoreStudents = Callable[[list[tuple[Sequence[int], Sequence[int]]], Any], list[Any]]
 
 LAYER_KEYS = ("strategy", "encoder", "decoder")
 SCREEN_FILE = "screen.csv"  # kept on the sweep's parent run
@@ -61,14 +64,26 @@ def screen_candidates(config: SweepConfig, parent_layers: tuple[int, int]) -> li
     return candidates
 
 
-def screen_students(config: SweepConfig, prepared: Any) -> tuple[list[Screened], float]:
-    """Score every candidate student untrained; returns them and the seconds it took."""
+def screen_students(
+    config: SweepConfig, prepared: Any, score: ScoreStudents | None = None
+) -> tuple[list[Screened], float]:
+    """Score every candidate student untrained; returns them and the seconds it took.
+
+    Args:
+        config: The sweep's configuration (its space, `sampler.screen` pairs).
+        prepared: The driver's prepared base model and data.
+        score: Scores students on evaluation pairs (the driver's workers); default: in this
+            process (`trainables.screen.zero_shot_scores`).
+    """
     from trainables.screen import zero_shot_scores
 
     start = time.perf_counter()
     candidates = screen_candidates(config, prepared.parent_layers)
     students = [_kept_layers(values, prepared.parent_layers) for values in candidates]
-    scores = zero_shot_scores(prepared.base, prepared.data, students, config.sampler.screen)
+    if score is None:
+        scores = zero_shot_scores(prepared.base, prepared.data, students, config.sampler.screen)
+    else:
+        scores = score(students, prepared.data.eval_head(config.sampler.screen))
     screened = [
         Screened(values, s.params, s.params_non_embedding, s.loss)
         for values, s in zip(candidates, scores, strict=True)
