@@ -19,6 +19,7 @@ from transformers import BartConfig, T5Config
 
 import trainables
 from trainables import data as data_module
+from trainables import tokens as tokens_module
 from trainables.config import DataConfig
 from trainables.data import DataError, builtin_files, check_source_length, load_splits
 from trainables.tokens import TokenRows, tokenize_splits
@@ -249,6 +250,36 @@ def test_long_sources_are_an_error_without_truncation(tokenizer):
     first = int(np.argmax(lengths > 20))
     with pytest.raises(DataError, match=f"{expected} max_source_length=20 .* row {first} "):
         tokenize_splits(load_splits(config), tokenizer, config)
+
+
+@pytest.mark.parametrize("truncate", [True, False])
+def test_a_split_tokenized_in_chunks_is_the_split_tokenized_whole(tokenizer, monkeypatch, truncate):
+    config = DataConfig(files=FILES, max_source_length=20, truncate=truncate)
+    whole = DataConfig(files=FILES, max_source_length=20, truncate=True)
+    expected = tokenize_splits(load_splits(whole), tokenizer, whole)
+    monkeypatch.setattr(tokens_module, "CHUNK_ROWS", 7)  # 29 chunks of the 200 training rows
+    if not truncate:  # the error counts the long sources of every chunk, names the first
+        full = tokenize_splits(load_splits(config), tokenizer, DataConfig(files=FILES))
+        lengths = full.train_input_ids.lengths
+        message = f"{(lengths > 20).sum()} of 200 sources .* row {int(np.argmax(lengths > 20))} "
+        with pytest.raises(DataError, match=message):
+            tokenize_splits(load_splits(config), tokenizer, config)
+        return
+    chunked = tokenize_splits(load_splits(config), tokenizer, config)
+    for name in ("train_input_ids", "train_labels", "eval_input_ids", "eval_labels"):
+        ours, theirs = getattr(chunked, name), getattr(expected, name)
+        assert np.array_equal(ours.values, theirs.values) and ours.values.dtype == np.int32
+        assert np.array_equal(ours.offsets, theirs.offsets)
+    assert chunked.truncated_sources == expected.truncated_sources > 0
+    assert chunked.eval_references == expected.eval_references
+
+
+def test_token_rows_concatenate_in_order():
+    parts = [TokenRows.from_lists(rows) for rows in ([[5, 6, 1]], [[], [7, 1]], [[8]])]
+    joined = TokenRows.concat(parts)
+    assert [r.tolist() for r in joined] == [[5, 6, 1], [], [7, 1], [8]]
+    assert joined.offsets.tolist() == [0, 3, 3, 5, 6]
+    assert len(TokenRows.concat([])) == 0
 
 
 def test_token_rows_index_and_pickle():

@@ -200,13 +200,17 @@ def check_columns(dataset: datasets.Dataset, data: DataConfig, split: str) -> No
         )
 
 
-def source_texts(dataset: datasets.Dataset, data: DataConfig, split: str = "") -> list[str]:
-    """The model input text of every row: prefix + filled template (or source column).
+def source_texts(
+    dataset: datasets.Dataset, data: DataConfig, split: str = "", rows: range | None = None
+) -> list[str]:
+    """The model input text of every row (or of `rows`): prefix + filled template (or source
+    column).
 
     Args:
         dataset: One split.
         data: The data configuration.
         split: The split's name, for messages.
+        rows: The rows to read, a slice of the split; default all.
 
     Returns:
         One source text per row.
@@ -214,24 +218,30 @@ def source_texts(dataset: datasets.Dataset, data: DataConfig, split: str = "") -
     Raises:
         DataError: A column the source is built from holds a null value.
     """
+    rows = rows or range(len(dataset))
     if not data.source_template:
-        return [data.source_prefix + t for t in column_text(dataset, data.source_column, split)]
+        texts = column_text(dataset, data.source_column, split, rows)
+        return [data.source_prefix + t for t in texts]
     names = template_columns(data.source_template)
-    columns = {name: column_text(dataset, name, split) for name in names}
+    columns = {name: column_text(dataset, name, split, rows) for name in names}
     formatter = string.Formatter()
     return [
         data.source_prefix
         + formatter.vformat(data.source_template, (), {n: columns[n][i] for n in names})
-        for i in range(len(dataset))
+        for i in range(len(rows))
     ]
 
 
-def column_text(dataset: datasets.Dataset, column: str, split: str) -> list[str]:
-    """The values of one column as text; a null value is a DataError naming its row."""
-    values = dataset[column][:]  # one Arrow read; iterating the column reads row by row
+def column_text(
+    dataset: datasets.Dataset, column: str, split: str, rows: range | None = None
+) -> list[str]:
+    """The values of one column (at `rows`, default all) as text; a null value is a
+    DataError naming its row."""
+    rows = rows or range(len(dataset))
+    values = dataset[column][rows.start : rows.stop]  # one Arrow read, not one per row
     for i, value in enumerate(values):
         if value is None:
-            raise DataError(f"split {split!r}, row {i}: column {column!r} is null")
+            raise DataError(f"split {split!r}, row {rows.start + i}: column {column!r} is null")
     return [str(v) for v in values]
 
 

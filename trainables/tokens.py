@@ -17,6 +17,10 @@ import numpy as np
 from trainables.config import DataConfig
 from trainables.data import CHECKED_ROWS, DataError, column_text, source_texts
 
+# Rows tokenized at a time: one chunk's texts and token lists are all the Python objects the
+# driver holds beside the packed arrays (~200 bytes a token), whatever the split's size.
+CHUNK_ROWS = 8192
+
 # --- Tokenized form ------------------------------------------------------------------------
 
 
@@ -46,6 +50,18 @@ class TokenRows(Sequence[np.ndarray]):
         np.cumsum(lengths, out=offsets[1:])
         values = np.fromiter(itertools.chain.from_iterable(rows), np.int32, count=offsets[-1])
         return cls(values, offsets)
+
+    @classmethod
+    def concat(cls, parts: Sequence[TokenRows]) -> TokenRows:
+        """The rows of every part, in order, in one pair of arrays."""
+        if not parts:
+            return cls.from_lists([])
+        ends = np.cumsum([p.offsets[-1] for p in parts])[:-1]
+        shifted = [parts[0].offsets] + [
+            p.offsets[1:] + end for p, end in zip(parts[1:], ends, strict=True)
+        ]
+        values = np.concatenate([p.values for p in parts]).astype(np.int32, copy=False)
+        return cls(values, np.concatenate(shifted))
 
     @property
     def lengths(self) -> np.ndarray:
@@ -159,14 +175,12 @@ def tokenize_splits(
     """
     train_ids, train_cut = tokenize_sources(splits["train"], tokenizer, data, "train")
     eval_ids, eval_cut = tokenize_sources(splits["eval"], tokenizer, data, "eval")
-    train_summaries = column_text(splits["train"], data.summary_column, "train")
-    eval_summaries = column_text(splits["eval"], data.summary_column, "eval")
     return TokenizedData(
         train_input_ids=train_ids,
-        train_labels=tokenize_targets(train_summaries, tokenizer, data),
+        train_labels=tokenize_summaries(splits["train"], tokenizer, data, "train"),
         eval_input_ids=eval_ids,
-        eval_labels=tokenize_targets(eval_summaries, tokenizer, data),
-        eval_references=tuple(eval_summaries),
+        eval_labels=tokenize_summaries(splits["eval"], tokenizer, data, "eval"),
+        eval_references=tuple(column_text(splits["eval"], data.summary_column, "eval")),
         truncated_sources=train_cut + eval_cut,
     )
 
@@ -176,8 +190,10 @@ def tokenize_sources(
 ) -> tuple[TokenRows, int]:
     """Token ids of one split's sources, cut to `max_source_length`, and how many were cut.
 
-    Tokenizing to one token past the limit finds the long sources (without the tokenizer's
-    "sequence too long" warning); `_cut_to_limit` then cuts them to the limit.
+    `CHUNK_ROWS` rows at a time, each chunk packed into arrays before the next is read, so
+    the driver never holds a large split's texts and token lists at once. Tokenizing to one
+    token past the limit finds the long sources (without the tokenizer's "sequence too long"
+    warning); `_cut_to_limit` then cuts them to the limit.
 
     Args:
         dataset: One split.
@@ -192,19 +208,41 @@ def tokenize_sources(
         DataError: A source column holds a null value, or `data.truncate` is False and a
             source is longer than `max_source_length`.
     """
-    texts = source_texts(dataset, data, split)
     limit = data.max_source_length
-    rows = _encode(tokenizer, texts, limit + 1)
-    long = [i for i, row in enumerate(rows) if len(row) > limit]
-    if long and not data.truncate:
-        first = long[0]
+    parts, cut, first_long = [], 0, None
+    for rows in _chunks(len(dataset)):
+        texts = source_texts(dataset, data, split, rows)
+        ids = _encode(tokenizer, texts, limit + 1)
+        long = [i for i, row in enumerate(ids) if len(row) > limit]
+        if long and first_long is None:
+            first_long = (rows.start + long[0], texts[long[0]])
+        cut += len(long)
+        if data.truncate:
+            _cut_to_limit(tokenizer, texts, ids, long, limit)
+        parts.append(TokenRows.from_lists(ids))
+    if first_long is not None and not data.truncate:
+        row, text = first_long
         raise DataError(
-            f"{len(long)} of {len(rows)} sources in split {split!r} are longer than "
-            f"max_source_length={limit} tokens; the first is row {first} "
-            f"({texts[first][:60]!r}...). Raise data.max_source_length or set data.truncate"
+            f"{cut} of {len(dataset)} sources in split {split!r} are longer than "
+            f"max_source_length={limit} tokens; the first is row {row} "
+            f"({text[:60]!r}...). Raise data.max_source_length or set data.truncate"
         )
-    _cut_to_limit(tokenizer, texts, rows, long, limit)
-    return TokenRows.from_lists(rows), len(long)
+    return TokenRows.concat(parts), cut
+
+
+def tokenize_summaries(
+    dataset: datasets.Dataset, tokenizer: Any, data: DataConfig, split: str = ""
+) -> TokenRows:
+    """One split's summaries as labels (`tokenize_targets`), `CHUNK_ROWS` rows at a time."""
+    parts = [
+        tokenize_targets(column_text(dataset, data.summary_column, split, rows), tokenizer, data)
+        for rows in _chunks(len(dataset))
+    ]
+    return TokenRows.concat(parts)
+
+
+def _chunks(count: int) -> list[range]:
+    return [range(first, min(first + CHUNK_ROWS, count)) for first in range(0, count, CHUNK_ROWS)]
 
 
 def _cut_to_limit(
