@@ -249,18 +249,32 @@ def test_trials_run_on_both_nodes_of_a_cluster(
     tmp_path: Path, tiny_t5_path: Path, ray_cluster: Cluster
 ) -> None:
     """With one CPU per node and per trial, two trials at a time run on different nodes, and
-    the weights of every trial reach the driver's store through Ray, not through a disk."""
+    the weights of every trial reach the driver's store through Ray, not through a disk; the
+    preparation's workers (pseudo-labels, the screen) run on both nodes too."""
     # Trials long enough that the second starts while the first still holds its node.
     train = {"learning_rate": 1.0e-2, "max_steps": 60, "batch_size": 8, "eval_every": 30}
+    train["targets"] = ["gold", "pseudo"]
     space = write_space(
-        tmp_path, tiny_t5_path, trials=4, resources={"cpus": 1}, train=train, keep_weights="all"
+        tmp_path,
+        tiny_t5_path,
+        trials=4,
+        resources={"cpus": 1},
+        train=train,
+        keep_weights="all",
+        sampler={"screen": 8},
     )
-    done = shrink_sweep("run", str(space), "--address", ray_cluster.address, cwd=tmp_path)
+    # As a user joins a cluster that `ray start` made: with its token and nothing else.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    done = shrink_sweep("run", str(space), "--address", ray_cluster.address, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
     store = tmp_path / "mlflow"
     client, parent, children = sweep_runs(store)
     assert parent.info.status == "FINISHED"
+    # 200 sources in 16 shards and the screen's students, on a worker per node.
+    labels = parent.data.tags["shrink_sweep.pseudo_labels"]
+    assert labels == "generated on 2 workers (cpu) on 2 nodes"
+    assert parent.data.tags["shrink_sweep.screen_where"] == "on 2 workers (cpu) on 2 nodes"
     assert [c.info.status for c in children] == ["FINISHED"] * 4
     nodes = Counter(c.data.tags["node"] for c in children)
     assert set(nodes) == {ray_cluster.head, ray_cluster.other}, nodes
@@ -286,6 +300,31 @@ def test_trials_run_on_both_nodes_of_a_cluster(
     assert [t.state for t in study.trials] == [COMPLETE] * 4
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto.csv", "pareto.html"} <= artifacts
+
+
+@pytest.mark.slow
+def test_a_cluster_that_refuses_the_driver_is_named_with_the_fix(
+    tmp_path: Path, tiny_t5_path: Path, ray_cluster: Cluster
+) -> None:
+    """Without the cluster's token (none in the environment, none in ~/.ray), joining fails
+    with one message naming the fix, exit 2, and nothing written."""
+    space = write_space(tmp_path, tiny_t5_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    done = shrink_sweep(
+        "run",
+        str(space),
+        "--address",
+        ray_cluster.address,
+        cwd=tmp_path,
+        env={**env, "HOME": str(home)},
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"the Ray cluster at {ray_cluster.address} did not let this driver join" in done.stderr
+    assert "RAY_AUTH_TOKEN" in done.stderr and "ray get-auth-token" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "mlflow").exists()
 
 
 # --- an MLflow server ------------------------------------------------------------------------

@@ -271,6 +271,37 @@ def check_ray_address(address: str) -> None:
         ) from None
 
 
+def use_cluster_token() -> bool:
+    """Present a token when joining a Ray cluster, if one is at hand and RAY_AUTH_MODE is unset.
+
+    Clusters started by `ray start` require token authentication since Ray 2.59, and a driver
+    presents its token only with RAY_AUTH_MODE=token, which clusters without authentication
+    accept too. The token is Ray's own: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, or the file
+    `ray start` wrote (~/.ray/auth_token). Returns whether token mode is on.
+    """
+    if os.environ.get("RAY_AUTH_MODE"):
+        return os.environ["RAY_AUTH_MODE"] == "token"
+    sources = (os.environ.get("RAY_AUTH_TOKEN"), os.environ.get("RAY_AUTH_TOKEN_PATH"))
+    if any(sources) or (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return True
+    return False
+
+
+def cluster_refused(address: str, err: Exception) -> ConfigError:
+    """The one message for a Ray cluster that answers but does not let this driver join."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    fix = (
+        "Clusters started by `ray start` (Ray 2.59 and later) require token authentication: "
+        "give this driver the cluster's token in RAY_AUTH_TOKEN or in ~/.ray/auth_token "
+        "(`ray get-auth-token` on the head node prints it)"
+    )
+    return ConfigError(
+        [f"the Ray cluster at {address} did not let this driver join ({first}). {fix}"],
+        source="--address",
+    )
+
+
 def prepare(
     config: SweepConfig,
     inputs: tuple[Any, Any] | None = None,

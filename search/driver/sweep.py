@@ -28,7 +28,9 @@ from search.driver.preflight import (
     check_inputs,
     check_ray_address,
     check_resources,
+    cluster_refused,
     prepare,
+    use_cluster_token,
 )
 from search.driver.tuner import run_trials
 from search.driver.workers import BaseWorkers
@@ -269,6 +271,7 @@ def _prepare_and_start_ray(
     to_root("ray")  # its token notice and Tune's messages go to the log file
     if address:
         check_ray_address(address)
+        use_cluster_token()
     else:
         check_resources(config)  # a local Ray waits forever for a trial it cannot place
     echo(progress, f"checking the model ({config.model}) and the data")
@@ -296,6 +299,10 @@ def _prepare_and_start_ray(
                         log_to_driver=False,
                         configure_logging=False,
                     )
+            except ConnectionError as err:
+                if not address:
+                    raise
+                raise cluster_refused(address, err) from None
             finally:
                 ray_up.set()  # the preparation waits for Ray only if it needs workers
             seconds = time.perf_counter() - started if started else 0.0
