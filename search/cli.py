@@ -75,12 +75,17 @@ def run(args: argparse.Namespace) -> int:
         _refuse_what_a_resume_ignores(args)
     print(f"checking {args.space}", flush=True)  # the first line, before the slow imports
     config, raw = load_space(args.space, _overrides(args))
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        from search.driver.cluster import use_cluster_token
+
+        use_cluster_token()  # before Ray is imported: Ray reads RAY_AUTH_MODE then
     from search.driver.sweep import resume_sweep, run_sweep
 
     where = {
         "store": args.store,
         "tracking_uri": args.tracking_uri,
-        "address": args.address or os.environ.get("RAY_ADDRESS"),
+        "address": address,
         "max_failures": args.max_failures,
     }
     if args.resume:

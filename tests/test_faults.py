@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
@@ -333,3 +334,43 @@ def test_two_sweeps_on_one_store_at_once_keep_their_own_runs(tmp_path, tiny_t5_p
         assert [c.info.status for c in children] == ["FINISHED"] * 2
         assert parent.info.status == "FINISHED"
         assert study_states(tmp_path / "mlflow", parent.info.run_name) == [COMPLETE] * 2
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_while_labeling_resumes_with_the_shards_it_made(tmp_path):
+    """The demo teacher labels 600 sources in 16 shards on 2 workers; a SIGKILL half-way keeps
+    the finished shards, and the sweep run again makes only the others, with the labels an
+    uninterrupted run makes."""
+    space = Path(__file__).resolve().parents[1] / "space.yaml"
+    quick = ["--trials", "1", "--set", "data.pseudo_examples=600", "--set", "sampler.screen=0"]
+    quick += ["--set", "train.max_steps=2", "--set", "data.max_eval_examples=8"]
+    command = [sys.executable, "-m", "search.cli", "run", str(space), *quick]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    killed.mkdir()
+    whole.mkdir()
+    sweep = subprocess.Popen(command, cwd=killed, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    cache = killed / "mlflow" / "pseudo-labels"
+    wait_for(lambda: len(list(cache.glob("*.shards-*/*.json"))) >= 3, every=0.1)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+    kept = len(list(cache.glob("*.shards-*/*.json")))
+    assert 3 <= kept < 16 and not list(cache.glob("*.json"))
+
+    resumed = subprocess.run(command, cwd=killed, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    made = f"pseudo-labels: 600 sources generated on 2 workers (cpu), {kept} of 16 shards kept"
+    assert made in resumed.stdout
+    assert "the shipped pseudo-labels" in resumed.stdout  # another sample of the same data
+    (labels,) = cache.glob("*.json")
+    assert not list(cache.glob("*.shards-*"))
+
+    uninterrupted = subprocess.run(command, cwd=whole, capture_output=True, text=True, timeout=900)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    assert "pseudo-labels: 600 sources generated on 2 workers (cpu), kept in" in (
+        uninterrupted.stdout
+    )
+    (expected,) = (whole / "mlflow" / "pseudo-labels").glob("*.json")
+    assert expected.name == labels.name
+    texts = json.loads(labels.read_text())["texts"]
+    assert texts == json.loads(expected.read_text())["texts"] and len(texts) == 600

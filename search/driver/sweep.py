@@ -23,14 +23,12 @@ import yaml
 
 from search.console import echo, keep_log, quiet_libraries, to_root
 from search.driver.callbacks import FailureLimit, TrackingCallback
+from search.driver.cluster import check_ray_address, cluster_refused
 from search.driver.preflight import (
     Prepared,
     check_inputs,
-    check_ray_address,
     check_resources,
-    cluster_refused,
     prepare,
-    use_cluster_token,
 )
 from search.driver.tuner import run_trials
 from search.driver.workers import BaseWorkers
@@ -271,7 +269,6 @@ def _prepare_and_start_ray(
     to_root("ray")  # its token notice and Tune's messages go to the log file
     if address:
         check_ray_address(address)
-        use_cluster_token()
     else:
         check_resources(config)  # a local Ray waits forever for a trial it cannot place
     echo(progress, f"checking the model ({config.model}) and the data")
