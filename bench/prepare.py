@@ -2,10 +2,11 @@
 fit the driver?
 
 Three measurements, printed side by side:
-- pseudo-label throughput of the demo teacher (its decoding, 4 beams) with 1 worker of 2 CPUs
-  against 2 workers of 1 CPU each, on the same sources, rounds interleaved; the product's own
+- pseudo-label throughput of the demo teacher (its decoding, 4 beams) with 1 worker of 1 CPU,
+  2 workers of 1 CPU each (the scaling: one more worker, one more CPU) and 1 worker of 2 CPUs
+  (the same machine not split), on the same sources, rounds interleaved; the product's own
   workers (`search.driver.workers`);
-- the zero-shot screen of the default space (71 students, 64 pairs) the same two ways;
+- the zero-shot screen of the default space (71 students, 64 pairs) the same three ways;
 - the driver's peak RSS and wall time to prepare a synthetic CNN/DailyMail-shaped set (about
   600-word sources, 45-word summaries, `max_source_length: 1024`, no pseudo-labels, no screen)
   through `search.driver.preflight.prepare`, in a child process. The set is made here from the
@@ -37,7 +38,7 @@ from bench.common import DEFAULT_SPACE
 
 CNN_DAILYMAIL_PAIRS = 287_113
 SOURCE_WORDS, SUMMARY_WORDS = 600, 45
-LABEL_SOURCES = 256  # pseudo-labeled per round
+LABEL_SOURCES = 512  # pseudo-labeled per round
 ROUNDS = 3
 
 
@@ -49,10 +50,17 @@ def worker_rounds(rounds: int, sources: int) -> None:
     from search.space.config import load_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    shapes = {"1 worker x 2 CPUs": "2", "2 workers x 1 CPU": "1"}
+    shapes = {  # resources.cpus, and how many trials (so workers) may run at once
+        "1 worker x 1 CPU": ("1", "1"),
+        "2 workers x 1 CPU": ("1", "0"),
+        "1 worker x 2 CPUs": ("2", "0"),
+    }
     configs = {
-        name: load_config(DEFAULT_SPACE, [f"resources.cpus={cpus}", "sampler.screen=64"])
-        for name, cpus in shapes.items()
+        name: load_config(
+            DEFAULT_SPACE,
+            [f"resources.cpus={cpus}", f"max_concurrent={most}", "sampler.screen=64"],
+        )
+        for name, (cpus, most) in shapes.items()
     }
     prepared = prepare(configs[next(iter(shapes))])
     timings: dict[str, list[dict[str, float]]] = {name: [] for name in shapes}
@@ -67,17 +75,22 @@ def worker_rounds(rounds: int, sources: int) -> None:
         name: {step: statistics.median(r[step] for r in runs) for step in runs[0]}
         for name, runs in timings.items()
     }
-    one, two = (median[name] for name in shapes)
-    print(f"\nmedian of {rounds} rounds; 1 worker x 2 CPUs against 2 workers x 1 CPU:")
-    print(f"  workers started (model loaded): {one['start']:.1f}s / {two['start']:.1f}s")
+    one, two, wide = (median[name] for name in shapes)
+    print(f"\nmedian of {rounds} rounds; {' / '.join(shapes)}:")
     print(
-        f"  pseudo-labels, {sources} sources: {sources / one['labels']:.1f} / "
-        f"{sources / two['labels']:.1f} sources/s; throughput ratio "
-        f"{one['labels'] / two['labels']:.2f} (target >= 1.7)"
+        f"  workers started (model loaded): "
+        f"{one['start']:.1f}s / {two['start']:.1f}s / {wide['start']:.1f}s"
+    )
+    rates = [sources / m["labels"] for m in (one, two, wide)]
+    print(
+        f"  pseudo-labels, {sources} sources: {' / '.join(f'{r:.1f}' for r in rates)} sources/s; "
+        f"2 workers / 1 worker {rates[1] / rates[0]:.2f} (target >= 1.7), "
+        f"2 workers x 1 CPU / 1 worker x 2 CPUs {rates[1] / rates[2]:.2f}"
     )
     print(
-        f"  screen, 71 students x 64 pairs: {one['screen']:.1f}s / {two['screen']:.1f}s; "
-        f"time ratio {two['screen'] / one['screen']:.2f}"
+        f"  screen, 71 students x 64 pairs: "
+        f"{one['screen']:.1f}s / {two['screen']:.1f}s / {wide['screen']:.1f}s; "
+        f"time 2 workers / 1 worker {two['screen'] / one['screen']:.2f}"
     )
 
 

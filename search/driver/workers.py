@@ -89,7 +89,9 @@ class BaseWorkers:
                 return
             self.start(base, len(shards))
             pool = self._pool()
-            for index, rows in shards.items():
+            # The longest shards first, so that no worker is left with a long one at the end.
+            by_size = sorted(shards.items(), key=lambda item: -sum(map(len, item[1])))
+            for index, rows in by_size:
                 pool.submit(
                     lambda actor, job: actor.pseudo_label_shard.remote(*job),
                     (index, rows, decoding),
