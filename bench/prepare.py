@@ -123,7 +123,7 @@ def synthetic_pairs(path: Path, pairs: int, seed: int = 0) -> Path:
     """A JSONL file of CNN/DailyMail-shaped pairs, words drawn from the demo data."""
     demo = Path(__file__).resolve().parent.parent / "trainables" / "demo" / "data"
     with gzip.open(demo / "train.jsonl.gz", "rt") as f:
-        words = sorted({w for line in f for w in json.loads(line)["description"].split()})
+        words = sorted({w for line in f for w in json.loads(line)["document"].split()})
     rng = np.random.default_rng(seed)
     vocabulary = np.array(words)
     with path.open("w") as out:
