@@ -118,10 +118,14 @@ def _pseudo_labeled(
         origin = f"read from {source.path}"
         echo(progress, f"{count}, {origin}")
         return labeled, origin
-    where = workers.describe() if workers is not None and workers.places else "in this process"
-    origin = f"generated {where}"
-    if source.shards_kept:
-        origin += f", {source.shards_kept} of {source.shards_kept + source.shards_made} shards kept"
+    shards = source.shards_kept + source.shards_made
+    if not source.shards_made:
+        origin = f"assembled from the {shards} shards an earlier run made"
+    else:
+        where = workers.describe() if workers is not None else "in this process"
+        origin = f"generated {where}"
+    if source.shards_kept and source.shards_made:
+        origin += f", {source.shards_kept} of {shards} shards kept"
     echo(progress, f"{count} {origin}, kept in {cache}")
     return labeled, origin
 
