@@ -16,7 +16,13 @@ from search.driver.preflight import prepare
 from search.space.config import config_from_dict, load_config
 from trainables.config import DecodingConfig, TrainConfig, TrialConfig
 from trainables.fingerprint import model_key
-from trainables.pseudo import add_pseudo_labels, generate_texts, in_process, pseudo_sources
+from trainables.pseudo import (
+    add_pseudo_labels,
+    in_process,
+    pseudo_sources,
+    shard_plan,
+    shard_texts,
+)
 from trainables.tokens import TokenRows
 from trainables.trial import load_base, run_trial
 
@@ -46,7 +52,11 @@ def test_the_labels_are_the_base_models_summaries_of_a_sample_of_sources(tiny_t5
     assert data.pseudo_sources.max() < len(data.train_input_ids)
     model, tokenizer = load_base(str(tiny_t5_path))
     sources = [data.train_input_ids[i] for i in data.pseudo_sources]
-    texts = generate_texts(model, tokenizer, sources, DecodingConfig(max_new_tokens=8))
+    texts = [""] * len(sources)  # shard after shard in this process, as the workers do
+    for shard in shard_plan([len(s) for s in sources]):
+        made = shard_texts(model, tokenizer, sources, shard, DecodingConfig(max_new_tokens=8))
+        for i, text in zip(shard, made, strict=True):
+            texts[i] = text
     expected = tokenizer(text_target=texts, truncation=True, max_length=16)["input_ids"]
     assert [list(row) for row in data.pseudo_labels] == expected
     gold = [list(data.train_labels[i]) for i in data.pseudo_sources]
@@ -124,10 +134,10 @@ def test_token_rows_take_and_add():
 
 
 def test_the_default_sweep_uses_the_shipped_demo_labels(tmp_path, monkeypatch):
-    def generate_texts(*args, **kwargs):
+    def shard_texts(*args, **kwargs):
         raise AssertionError("the default sweep's pseudo-labels were not found")
 
-    monkeypatch.setattr(trainables.pseudo, "generate_texts", generate_texts)
+    monkeypatch.setattr(trainables.pseudo, "shard_texts", shard_texts)
     config = load_config(DEFAULT_SPACE)
     data = prepare(config, pseudo_label_cache=tmp_path / "cache").data
     assert len(data.pseudo_labels) == config.data.pseudo_examples == 8000

@@ -41,8 +41,6 @@ MIN_SHARDS = 16
 BATCH_SIZE = 64  # sources per `generate` call
 SAMPLE_SEED = 0
 
-Progress = Callable[[int, int, float], None]  # (sources done, sources in all, seconds so far)
-
 
 @dataclass(frozen=True)
 class ShardProgress:
@@ -130,32 +128,6 @@ def shard_plan(lengths: Sequence[int]) -> list[np.ndarray]:
     order = np.argsort(np.asarray(lengths), kind="stable")
     size = shard_size(len(order))
     return [order[first : first + size] for first in range(0, len(order), size)]
-
-
-def generate_texts(
-    model: Any,
-    tokenizer: Any,
-    sources: Sequence[np.ndarray],
-    decoding: DecodingConfig,
-    progress: Progress | None = None,
-) -> list[str]:
-    """The model's summary of every source, in this process, shard after shard.
-
-    Returns:
-        The summaries in the order of `sources`.
-    """
-    texts = [""] * len(sources)
-    start = time.perf_counter()
-    done = 0
-    for shard in shard_plan([len(s) for s in sources]):
-        for i, text in zip(
-            shard, shard_texts(model, tokenizer, sources, shard, decoding), strict=True
-        ):
-            texts[i] = text
-        done += len(shard)
-        if progress is not None:
-            progress(done, len(sources), time.perf_counter() - start)
-    return texts
 
 
 def shard_texts(
