@@ -5,6 +5,7 @@ pipe, is checked in test_sweep.py."""
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import pytest
@@ -114,3 +115,21 @@ def test_off_a_terminal_a_trial_ending_between_lines_is_shown_first(capsys):
     view.trial_ending("gone")  # not on the board: nothing to show
     (line,) = capsys.readouterr().out.splitlines()
     assert "a1 2+3 sft step 100/500" in line
+
+
+def test_off_a_terminal_a_short_trial_ending_with_the_first_rate_shows_the_eta(capsys):
+    """A trial can take all its steps between two reads of the board: shown at its first step
+    (no rate, "ETA ?"), it ends with a rate, and its end gives the ETA line that was missed."""
+    first = {"a1": TrialStep("2+3 sft", step=1, total=8, loss=5.0, seconds=0.1, rate=0.0)}
+    last = {"a1": TrialStep("2+3 sft", step=8, total=8, loss=4.0, seconds=0.8, rate=10.0)}
+    board = [first]
+    console = Console(file=io.StringIO(), force_terminal=False)
+    view = ProgressView(lambda: dict(board[-1]), lambda steps: status(running=steps), console)
+    view.trial_ending("a1")  # before any line: shown, at step 1
+    board.append(last)
+    view.trial_ending("a1")  # shown already, but its rate gives the first ETA
+    view.trial_ending("a1")  # the ETA is out: nothing more
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert "step 1/8" in lines[0] and lines[0].endswith("ETA ?")
+    assert "step 8/8" in lines[1] and re.search(r"\| ETA (\d+m)?\d+s$", lines[1])

@@ -169,6 +169,7 @@ class ProgressView:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._shown: set[str] = set()  # trials a plain line has shown
+        self._eta_shown = False  # whether a plain line has shown an ETA
 
     def __enter__(self) -> ProgressView:
         self._thread.start()
@@ -189,25 +190,30 @@ class ProgressView:
         if self.console.is_terminal:
             self._run_live()
             return
-        printed, eta_shown = -PLAIN_SECONDS, False
+        printed = -PLAIN_SECONDS
         while not self._stop.wait(REFRESH_SECONDS):
             status = self._read()
             now = time.monotonic()
-            first_eta = not eta_shown and eta_seconds(status) is not None
-            if status.running and (now - printed >= PLAIN_SECONDS or first_eta):
-                printed, eta_shown = now, eta_shown or first_eta
+            if status.running and (now - printed >= PLAIN_SECONDS or self._first_eta(status)):
+                printed = now
                 self._print(status)
 
     def trial_ending(self, trial_id: str) -> None:
         """Called as a trial ends, before its line: off a terminal, a trial that ended between
-        two plain lines gets one now, so every trial's steps are shown before its end."""
-        if not self.console.is_terminal and trial_id not in self._shown:
-            status = self._read()
-            if trial_id in status.running:
-                self._print(status)
+        two plain lines gets one now, so every trial's steps are shown before its end; so does
+        one whose steps give the first ETA (a short trial can end between two reads)."""
+        if self.console.is_terminal:
+            return
+        status = self._read()
+        if trial_id in status.running and (trial_id not in self._shown or self._first_eta(status)):
+            self._print(status)
+
+    def _first_eta(self, status: SweepStatus) -> bool:
+        return not self._eta_shown and eta_seconds(status) is not None
 
     def _print(self, status: SweepStatus) -> None:
         self._shown.update(status.running)
+        self._eta_shown = self._eta_shown or eta_seconds(status) is not None
         print(plain_line(status), flush=True)
 
     def _run_live(self) -> None:
