@@ -54,7 +54,8 @@ def test_the_labels_are_the_base_models_summaries_of_a_sample_of_sources(tiny_t5
     sources = [data.train_input_ids[i] for i in data.pseudo_sources]
     texts = [""] * len(sources)  # shard after shard in this process, as the workers do
     for shard in shard_plan([len(s) for s in sources]):
-        made = shard_texts(model, tokenizer, sources, shard, DecodingConfig(max_new_tokens=8))
+        rows = [sources[i] for i in shard]
+        made = shard_texts(model, tokenizer, rows, DecodingConfig(max_new_tokens=8))
         for i, text in zip(shard, made, strict=True):
             texts[i] = text
     expected = tokenizer(text_target=texts, truncation=True, max_length=16)["input_ids"]

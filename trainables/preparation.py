@@ -54,9 +54,7 @@ class BaseModelWorker:
         """The base model's summaries of shard `index`'s sources, in the order given."""
         from trainables.pseudo import shard_texts
 
-        rows = list(sources)
-        texts = shard_texts(self.model, self.tokenizer, rows, np.arange(len(rows)), decoding)
-        return index, texts
+        return index, shard_texts(self.model, self.tokenizer, sources, decoding)
 
     def zero_shot(self, students: Sequence[Layers], head: TokenizedData) -> list[ZeroShotScore]:
         """Students cut from the base model, each scored untrained on `head`'s evaluation pairs."""

@@ -131,17 +131,12 @@ def shard_plan(lengths: Sequence[int]) -> list[np.ndarray]:
 
 
 def shard_texts(
-    model: Any,
-    tokenizer: Any,
-    sources: Sequence[np.ndarray],
-    shard: np.ndarray,
-    decoding: DecodingConfig,
+    model: Any, tokenizer: Any, rows: Sequence[np.ndarray], decoding: DecodingConfig
 ) -> list[str]:
-    """The model's summaries of one shard's sources, in the shard's order."""
+    """The model's summaries of one shard's sources, in the order given."""
     from trainables.scoring import generate_summaries
 
-    rows = [sources[i] for i in shard]
-    return generate_summaries(model, tokenizer, rows, decoding, BATCH_SIZE)[0]
+    return generate_summaries(model, tokenizer, list(rows), decoding, BATCH_SIZE)[0]
 
 
 def in_process(model: Any, tokenizer: Any, decoding: DecodingConfig) -> MakeShards:
@@ -151,7 +146,7 @@ def in_process(model: Any, tokenizer: Any, decoding: DecodingConfig) -> MakeShar
         shards: dict[int, list[np.ndarray]], on_shard: Callable[[int, list[str]], None]
     ) -> None:
         for index, rows in shards.items():
-            on_shard(index, shard_texts(model, tokenizer, rows, np.arange(len(rows)), decoding))
+            on_shard(index, shard_texts(model, tokenizer, rows, decoding))
 
     return make
 
