@@ -14,10 +14,11 @@ from trainables.batches import length_batches, make_batch
 from trainables.config import DataConfig, DecodingConfig, TrainConfig
 from trainables.data import load_splits
 from trainables.losses import distillation_loss, seq2seq_loss
+from trainables.precision import precision_for
 from trainables.rouge import ROUGE_TYPES
 from trainables.scoring import eval_loss, evaluate_model, generate_summaries
 from trainables.tokens import TokenizedData, TokenRows, tokenize_splits
-from trainables.train import NonFiniteLossError, fine_tune, precision_for, total_steps
+from trainables.train import NonFiniteLossError, fine_tune, total_steps
 
 DATA = DataConfig(
     files=TINY_FILES,
@@ -56,17 +57,21 @@ def train(model, data, config: TrainConfig, **kwargs):
 
 
 @pytest.mark.parametrize(
-    ("device", "bf16", "expected"),
+    ("device", "bf16", "model_type", "expected"),
     [
-        ("cuda", True, "bf16"),
-        ("cuda", False, "fp16"),
-        ("cpu", False, "no"),
-        ("cpu", True, "no"),
-        ("mps", True, "no"),
+        ("cuda", True, "t5", "bf16"),
+        ("cuda", True, "bart", "bf16"),
+        ("cuda", False, "bart", "fp16"),
+        ("cuda", False, "t5", "no"),  # T5 and its kin overflow fp16: full precision instead
+        ("cuda", False, "longt5", "no"),
+        ("cuda", False, "pegasus", "no"),
+        ("cpu", False, "bart", "no"),
+        ("cpu", True, "t5", "no"),
+        ("mps", True, "bart", "no"),
     ],
 )
-def test_precision_for(device, bf16, expected):
-    assert precision_for(device, bf16) == expected
+def test_precision_for(device, bf16, model_type, expected):
+    assert precision_for(device, bf16, model_type) == expected
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@ ROUGE against the references, the latency per example, and the loss on the evalu
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ import torch
 from trainables.batches import make_batch
 from trainables.config import DecodingConfig
 from trainables.losses import seq2seq_loss
+from trainables.precision import autocast
 from trainables.rouge import rouge_scores
 from trainables.tokens import TokenizedData
 
@@ -50,7 +50,7 @@ def generate_summaries(
     was_training = model.training
     model.eval()
     start = time.perf_counter()
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(model):
         for first in range(0, len(order), batch_size):
             indices = order[first : first + batch_size]
             rows = [input_ids[i] for i in indices]
@@ -115,7 +115,7 @@ def eval_loss(
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(model):
         for first in range(0, len(order), batch_size):
             indices = order[first : first + batch_size]
             batch = make_batch(
@@ -155,14 +155,6 @@ def generation_config(generation: Any, decoding: DecodingConfig) -> Any:
         settings["length_penalty"] = decoding.length_penalty
     generation.update(**settings)
     return generation
-
-
-def autocast(device: torch.device) -> Any:
-    """Half precision for evaluation on a GPU, matching training; nothing on a CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    bf16 = torch.cuda.is_bf16_supported()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
 def synchronize(device: torch.device) -> None:

@@ -22,6 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 from trainables.batches import length_batches, make_batch
 from trainables.config import TrainConfig
 from trainables.losses import LayerMatch, distillation_loss, seq2seq_loss
+from trainables.precision import precision_for
 from trainables.scoring import synchronize
 from trainables.tokens import TokenizedData
 
@@ -54,22 +55,6 @@ class TrainStats:
 
 
 # --- Pure helpers --------------------------------------------------------------------------
-
-
-def precision_for(device_type: str, bf16_supported: bool) -> str:
-    """The `accelerate` mixed-precision mode for a device.
-
-    Args:
-        device_type: `torch.device.type`, e.g. "cuda" or "cpu".
-        bf16_supported: Whether the GPU computes in bfloat16 (Ampere and newer).
-
-    Returns:
-        "bf16" on a GPU that supports it (no loss scaling needed), "fp16" on other GPUs,
-        "no" elsewhere: CPUs, and accelerators whose half-precision support varies.
-    """
-    if device_type != "cuda":
-        return "no"
-    return "bf16" if bf16_supported else "fp16"
 
 
 def total_steps(config: TrainConfig, num_examples: int) -> int:
@@ -143,7 +128,7 @@ def fine_tune(
         raise ValueError("nothing to train: max_steps and epochs are both 0")
     if config.uses_teacher and teacher is None:
         raise ValueError("train.distill or train.distill_hidden is set but no teacher was given")
-    accelerator = _accelerator(threads)
+    accelerator = _accelerator(threads, model.config.model_type)
     torch.manual_seed(config.seed)
     model = accelerator.prepare(model)
     if config.uses_teacher:
@@ -233,14 +218,14 @@ def _token_count(data: TokenizedData, indices: np.ndarray) -> int:
     return int(lengths.sum())
 
 
-def _accelerator(threads: int | None) -> Any:
+def _accelerator(threads: int | None, model_type: str) -> Any:
     from accelerate import Accelerator, PartialState
 
     device = PartialState().device
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
-    return Accelerator(mixed_precision=precision_for(device.type, bf16))
+    return Accelerator(mixed_precision=precision_for(device.type, bf16, model_type))
 
 
 def _optimizer(
