@@ -274,12 +274,58 @@ def test_a_split_tokenized_in_chunks_is_the_split_tokenized_whole(tokenizer, mon
     assert chunked.eval_references == expected.eval_references
 
 
-def test_token_rows_concatenate_in_order():
-    parts = [TokenRows.from_lists(rows) for rows in ([[5, 6, 1]], [[], [7, 1]], [[8]])]
-    joined = TokenRows.concat(parts)
-    assert [r.tolist() for r in joined] == [[5, 6, 1], [], [7, 1], [8]]
-    assert joined.offsets.tolist() == [0, 3, 3, 5, 6]
-    assert len(TokenRows.concat([])) == 0
+@pytest.mark.parametrize("chars_per_token", [1, 3, 8])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_only_the_head_of_a_long_source_is_tokenized_and_the_ids_are_the_same(
+    tmp_path, monkeypatch, side, chars_per_token
+):
+    tokenizer = tiny_tokenizer(tmp_path)
+    tokenizer.truncation_side = side
+    documents = [r["document"] for r in read_rows(TINY_DATA / "train.jsonl")]
+    expected = tokenizer(documents, truncation=True, max_length=13)["input_ids"]
+    encoded = []  # every text the tokenizer is given
+    real = tokens_module._encode
+    monkeypatch.setattr(
+        tokens_module,
+        "_encode",
+        lambda tok, texts, *a: encoded.extend(texts) or real(tok, texts, *a),
+    )
+    ids, _ = tokens_module._encode_heads(tokenizer, documents, 13, chars_per_token)
+    assert ids == expected
+    cap = 13 * chars_per_token
+    heads = [t for t in encoded if t not in documents]
+    assert heads and all(len(t) <= cap for t in heads)
+    kept = str.startswith if side == "right" else str.endswith  # the end truncation keeps
+    assert all(any(kept(d, t) for d in documents) for t in heads)
+
+
+def test_heads_that_tokenize_otherwise_than_the_whole_text_are_tokenized_whole(
+    tmp_path, monkeypatch
+):
+    tokenizer = tiny_tokenizer(tmp_path)
+    documents = [r["document"] for r in read_rows(TINY_DATA / "train.jsonl")]
+    expected = tokenizer(documents, truncation=True, max_length=13)["input_ids"]
+    # Cut inside a word: the cut word becomes other tokens, as with a tokenizer whose tokens
+    # cross whitespace; the sample check sees it and every cut text is tokenized whole.
+    monkeypatch.setattr(tokens_module, "_head", lambda text, chars, _: text[: chars - 1])
+    ids, _ = tokens_module._encode_heads(tokenizer, documents, 13, 3)
+    assert ids == expected
+
+
+def test_packed_rows_are_trimmed_and_refuse_a_row_too_wide():
+    packer = tokens_module._Packer(rows=4, width=3)
+    packer.add([[5, 6, 1], []])
+    packer.add([[7, 1], [8]])
+    rows = packer.rows()
+    assert [r.tolist() for r in rows] == [[5, 6, 1], [], [7, 1], [8]]
+    assert rows.offsets.tolist() == [0, 3, 3, 5, 6]
+    assert rows.values.shape == (6,) and rows.values.dtype == np.int32
+    with pytest.raises(ValueError, match="a row of 4 tokens, more than 3"):
+        tokens_module._Packer(rows=1, width=3).add([[1, 2, 3, 4]])
+    with pytest.raises(ValueError, match="1 of 2 rows were added"):
+        short = tokens_module._Packer(rows=2, width=3)
+        short.add([[1]])
+        short.rows()
 
 
 def test_token_rows_index_and_pickle():

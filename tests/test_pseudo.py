@@ -3,6 +3,7 @@ trial with `train.targets: pseudo` trains on (the tiny T5 of tests/tiny.py)."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -128,10 +129,30 @@ def test_sources_are_all_or_a_seeded_sample():
     assert np.array_equal(sample, pseudo_sources(1000, 20))
 
 
-def test_token_rows_take_and_add():
+def test_token_rows_take_select_and_add():
     rows = TokenRows.from_lists([[1, 2], [3], [4, 5, 6]])
     assert [list(r) for r in rows.take([2, 0])] == [[4, 5, 6], [1, 2]]
     assert [list(r) for r in rows.take([1]) + rows] == [[3], [1, 2], [3], [4, 5, 6]]
+    picked = rows.select([2, 0])  # the same rows as take, in the same storage
+    assert [list(r) for r in picked] == [[4, 5, 6], [1, 2]] and picked.values is rows.values
+    assert picked.lengths.tolist() == [3, 2] and len(picked) == 2
+    assert [list(r) for r in picked.select([1])] == [[1, 2]]
+    joined = picked + rows.select([1])  # one storage: still a selection
+    assert [list(r) for r in joined] == [[4, 5, 6], [1, 2], [3]] and joined.values is rows.values
+    assert [list(r) for r in joined.head(2)] == [[4, 5, 6], [1, 2]]
+    assert [list(r) for r in joined.take([2])] == [[3]] and joined.take([2]).index is None
+    copied = picked + TokenRows.from_lists([[7]])  # two storages: copied into one
+    assert [list(r) for r in copied] == [[4, 5, 6], [1, 2], [7]] and copied.index is None
+
+
+@pytest.mark.parametrize("targets", ["pseudo", "both"])
+def test_a_trial_picks_its_targets_without_copying_a_token(labeled, targets):
+    data = pickle.loads(pickle.dumps(labeled[0].data))  # as a trial is sent it
+    picked = data.with_targets(targets)
+    assert picked.train_input_ids.values is data.train_input_ids.values
+    assert picked.train_labels.values is data.train_labels.values is data.pseudo_labels.values
+    gold = len(data.train_labels) if targets == "both" else 0
+    assert len(picked.train_labels) == len(picked.train_input_ids) == gold + PSEUDO_EXAMPLES
 
 
 def test_the_default_sweep_uses_the_shipped_demo_labels(tmp_path, monkeypatch):

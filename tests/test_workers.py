@@ -48,9 +48,13 @@ def test_workers_on_advertised_gpus_make_what_this_process_makes(
     workers = BaseWorkers(config)
     try:
         there = prepare(config, pseudo_label_cache=tmp_path / "there", workers=workers)
-        screened_there, _ = screen_students(
-            config, there, lambda students, head: workers.zero_shot(there.base, students, head)
-        )
+        sent = []  # what the screen sends the workers: the evaluation pairs, nothing else
+
+        def zero_shot(students, head):
+            sent.append(head)
+            return workers.zero_shot(there.base, students, head)
+
+        screened_there, _ = screen_students(config, there, zero_shot)
         places = workers.places
         described = workers.describe()
     finally:
@@ -66,6 +70,11 @@ def test_workers_on_advertised_gpus_make_what_this_process_makes(
     assert np.array_equal(there.data.pseudo_sources, here.data.pseudo_sources)
     assert [list(r) for r in there.data.pseudo_labels] == [list(r) for r in here.data.pseudo_labels]
 
+    (head,) = sent
+    assert (len(head.train_input_ids), len(head.train_labels), head.pseudo_labels) == (0, 0, None)
+    assert [list(r) for r in head.eval_input_ids] == [list(r) for r in there.data.eval_input_ids][
+        : config.sampler.screen
+    ]
     screened_here, _ = screen_students(config, here)
     assert [s.values for s in screened_there] == [s.values for s in screened_here]
     assert [s.params for s in screened_there] == [s.params for s in screened_here]
@@ -85,3 +94,36 @@ def test_closed_workers_give_their_resources_back(ray_with_two_gpus, tiny_t5_pat
         time.sleep(0.2)
     resources = ray.available_resources()
     assert (resources.get("GPU"), resources.get("CPU")) == (2.0, 2.0)
+
+
+@ray.remote
+def _pick_targets(data, targets):
+    """What a trial does with the data it is sent: the rows it trains on."""
+    picked = data.with_targets(targets)
+    sent = (data.train_input_ids.values, data.train_labels.values)
+    return {
+        "read_only": not any(v.flags.writeable for v in sent),  # Ray's object store, mapped
+        "shared": all(
+            np.shares_memory(rows.values, stored)
+            for rows, stored in zip(
+                (picked.train_input_ids, picked.train_labels), sent, strict=True
+            )
+        ),
+        "pairs": [
+            (a.tolist(), b.tolist())
+            for a, b in zip(picked.train_input_ids, picked.train_labels, strict=True)
+        ],
+    }
+
+
+def test_a_trial_trains_on_the_sent_data_without_a_copy(ray_with_two_gpus, tiny_t5_path, tmp_path):
+    data = prepare(gpu_config(tiny_t5_path), pseudo_label_cache=tmp_path).data
+    sent = ray.put(data)
+    for targets in ("pseudo", "both"):
+        there = ray.get(_pick_targets.remote(sent, targets))
+        here = data.with_targets(targets)
+        assert there["read_only"] and there["shared"]
+        assert there["pairs"] == [
+            (a.tolist(), b.tolist())
+            for a, b in zip(here.train_input_ids, here.train_labels, strict=True)
+        ]

@@ -245,8 +245,7 @@ def _labeled(
     tokenizer: Any,
     config: DataConfig,
 ) -> TokenizedData:
-    labels = tokenize_targets(texts, tokenizer, config)
-    return dataclasses.replace(data, pseudo_sources=indices, pseudo_labels=labels)
+    return data.with_pseudo_labels(indices, tokenize_targets(texts, tokenizer, config))
 
 
 def _shard_dir(path: Path, sources: int) -> Path:

@@ -83,7 +83,7 @@ def screen_students(
     if score is None:
         scores = zero_shot_scores(prepared.base, prepared.data, students, config.sampler.screen)
     else:
-        scores = score(students, prepared.data.eval_head(config.sampler.screen))
+        scores = score(students, prepared.data.eval_head(config.sampler.screen).eval_only())
     screened = [
         Screened(values, s.params, s.params_non_embedding, s.loss)
         for values, s in zip(candidates, scores, strict=True)
