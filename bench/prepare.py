@@ -139,15 +139,99 @@ def synthetic_pairs(path: Path, pairs: int, seed: int = 0) -> Path:
 
 PREPARE_CHILD = """
 import sys, time, resource
+from bench.prepare import trials_memory
 from search.driver.preflight import prepare
 from search.space.config import load_config
 start = time.perf_counter()
-prepared = prepare(load_config(sys.argv[1], sys.argv[2:]))
+config = load_config(sys.argv[1], sys.argv[2:])
+prepared = prepare(config)
 seconds = time.perf_counter() - start
 tokens = int(prepared.data.train_input_ids.offsets[-1])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(f"{len(prepared.data.train_input_ids)} {tokens} {seconds:.1f} {peak}")
+print(f"prepared {len(prepared.data.train_input_ids)} {tokens} {seconds:.1f} {peak}", flush=True)
+trials_memory(prepared, config)
 """
+
+TRIAL_STEPS = 2
+
+
+def trials_memory(prepared: Any, config: Any) -> None:
+    """Two trials at once on the prepared data sent through Ray's object store, as the sweep
+    sends it; print the private memory (RssAnon) each added, reading the data in place (the
+    product) and holding a private copy of it (what a trial would hold otherwise), and the
+    data's size. The trials train on `targets: both`, with every source pseudo-labeled by its
+    own gold summary: the largest selection a trial makes."""
+    import ray
+
+    from trainables.config import TrainConfig, TrialConfig
+
+    data = prepared.data
+    everything = np.arange(len(data.train_input_ids))
+    data = data.with_pseudo_labels(everything, data.train_labels.take(everything))
+    size = sum(
+        rows.values.nbytes + rows.offsets.nbytes
+        for rows in (data.train_input_ids, data.train_labels, data.eval_input_ids)
+    )
+    train = TrainConfig(max_steps=TRIAL_STEPS, batch_size=4, targets="both", eval_every=0)
+    trial = TrialConfig("sft", (0, 1), (0,), train)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    sent = ray.put(data)
+    added = {}
+    for copied in (False, False, True):  # the first pair warms the workers (imports, torch)
+        runs = [
+            _remote_trial().remote(trial, prepared.base, sent, config.decoding, copied)
+            for _ in range(2)
+        ]
+        added[copied] = ray.get(runs)
+    ray.shutdown()
+    print(
+        f"trials: 2 at once on {len(data.train_input_ids):,} pairs ({size / 1e9:.2f} GB of "
+        f"tokens in the object store), {TRIAL_STEPS} steps each, targets both"
+    )
+    for copied, name in ((False, "read in place"), (True, "private copy")):
+        shown = " / ".join(f"{a / 1e9:.2f}" for a in added[copied])
+        print(f"  {name}: each trial added {shown} GB (peak RssAnon over its start)")
+    ratio = max(added[False]) / max(added[True])
+    print(f"  in place / copy: {ratio:.2f}")
+
+
+def _rss_anon() -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("RssAnon:"))
+    return int(line.split()[1]) * 1024
+
+
+@functools.cache
+def _remote_trial() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=1)(_trial_added_memory)
+
+
+def _trial_added_memory(trial: Any, base: Any, data: Any, decoding: Any, copied: bool) -> int:
+    """Run one trial; its peak RssAnon over the one at its start (sampled every 20 ms)."""
+    import copy
+    import threading
+
+    from trainables.trial import run_trial
+
+    start, peak, done = _rss_anon(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], _rss_anon())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        if copied:
+            data = copy.deepcopy(data)  # writable arrays of its own
+        with tempfile.TemporaryDirectory() as tmp:
+            run_trial(trial, base, data, decoding, save_dir=Path(tmp) / "model", threads=1)
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], _rss_anon()) - start
 
 
 def driver_at_scale(pairs: int) -> None:
@@ -168,6 +252,7 @@ def driver_at_scale(pairs: int) -> None:
             "data.pseudo_examples=null",
             "train.targets=gold",
             "sampler.screen=0",
+            "data.max_eval_examples=8",
         ]
         env = {"HF_DATASETS_CACHE": str(Path(tmp) / "datasets")}
         done = subprocess.run(
@@ -178,12 +263,14 @@ def driver_at_scale(pairs: int) -> None:
         )
         if done.returncode != 0:
             raise SystemExit(done.stderr[-3000:])
-        rows, tokens, seconds, peak = done.stdout.split()[-4:]
+        prepared, *trials = done.stdout[done.stdout.index("prepared ") :].splitlines()
+        rows, tokens, seconds, peak = prepared.split()[1:]
         print(
             f"driver: {int(rows):,} pairs, {int(tokens) / 1e6:.1f}M source tokens, prepared in "
             f"{float(seconds):.0f}s, peak RSS {int(peak) / 1e9:.2f} GB "
             f"({int(peak) / int(tokens):.0f} bytes per source token; targets <= 8 GB, <= 600 s)"
         )
+        print("\n".join(trials))
     print(
         f"this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB"
     )
