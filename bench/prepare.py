@@ -1,7 +1,7 @@
 """The preparation before the first trial: does it scale with workers, and does a large data set
 fit the driver?
 
-Three measurements, printed side by side:
+Four measurements, printed side by side:
 - pseudo-label throughput of the demo teacher (its decoding, 4 beams) with 1 worker of 1 CPU,
   2 workers of 1 CPU each (the scaling: one more worker, one more CPU) and 1 worker of 2 CPUs
   (the same machine not split), on the same sources, rounds interleaved; the product's own
@@ -10,9 +10,11 @@ Three measurements, printed side by side:
 - the driver's peak RSS and wall time to prepare a synthetic CNN/DailyMail-shaped set (about
   600-word sources, 45-word summaries, `max_source_length: 1024`, no pseudo-labels, no screen)
   through `search.driver.preflight.prepare`, in a child process. The set is made here from the
-  demo data's words and never kept in the repo.
+  demo data's words and never kept in the repo;
+- the private memory each of two trials at once adds on that set, sent through Ray's object store
+  as the sweep sends it: reading it in place (the product) against holding a private copy.
 
-    python -m bench.prepare                          # all three, 287,113 pairs
+    python -m bench.prepare                          # all four, 287,113 pairs
     python -m bench.prepare --pairs 30000 --skip-workers
 """
 
