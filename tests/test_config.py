@@ -89,6 +89,13 @@ def test_all_problems_are_reported_at_once_with_their_paths():
         ({"train": {"distill_hidden": -1.0}}, "train.distill_hidden: must be 0 or more"),
         ({"train": {"distill_hidden_encoder": "yes"}}, "expected true or false, got ['yes']"),
         ({"train": {"targets": ["gold", "silver"]}}, "unknown targets 'silver'"),
+        ({"train": {"optimizer": "sgd"}}, "train.optimizer: unknown optimizer 'sgd'"),
+        ({"train": {"micro_batch_size": -2}}, "train.micro_batch_size: expected auto or a count"),
+        (
+            {"train": {"micro_batch_size": "max"}},
+            "train.micro_batch_size: expected auto or a count",
+        ),
+        ({"train": {"gradient_checkpointing": 1}}, "train.gradient_checkpointing: expected true"),
         ({"sampler": {"startup_trials": -1}}, "sampler.startup_trials: must be 0 or more"),
         ({"train": {"max_steps": 0}}, "train: set max_steps or epochs above 0"),
         ({"train": {"batch_size": []}}, "train.batch_size: empty list of choices"),

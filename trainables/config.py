@@ -10,6 +10,7 @@ import string
 from dataclasses import dataclass, field
 
 TARGETS = ("gold", "pseudo", "both")  # what a student learns from: `TrainConfig.targets`
+OPTIMIZERS = ("adamw", "adafactor")  # `TrainConfig.optimizer`
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class TrainConfig:
     targets: str = "gold"  # train on the gold summaries, the teacher's (pseudo), or both
     seed: int = 0
     eval_every: int = 0  # steps between intermediate evaluations; 0 = only at the end
+    # Memory (`trainables.memory`): what lets a long-input student fit its device.
+    micro_batch_size: int | str = 0  # examples per forward pass; 0: the batch; auto: what fits
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass
+    optimizer: str = "adamw"  # or adafactor: factored second moments, no first moment
 
     @property
     def uses_teacher(self) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from trainables import memory
 from trainables.batches import length_batches, make_batch
 from trainables.config import TrainConfig
 from trainables.losses import LayerMatch, distillation_loss, seq2seq_loss
@@ -52,6 +53,7 @@ class TrainStats:
     examples_per_second: float
     final_loss: float  # mean training loss of the last LOSS_WINDOW steps
     losses: tuple[float, ...]  # training loss of every step
+    micro_batch_size: int = 0  # examples per forward pass (what `auto` picked)
 
 
 # --- Pure helpers --------------------------------------------------------------------------
@@ -89,14 +91,18 @@ def fine_tune(
     threads: int | None = None,
     teacher: torch.nn.Module | None = None,
     match: LayerMatch | None = None,
+    memory_share: float = 1.0,
+    memory_limit: int | None = None,
 ) -> TrainStats:
     """Fine-tune `model` in place on the training split.
 
-    Each optimizer step accumulates `gradient_accumulation_steps` micro-batches of
-    `batch_size` examples, clips the gradient norm to 1, and steps AdamW (no weight decay on
-    biases and norms, as `Trainer` does) under a linear warmup-then-decay schedule. The model
-    is moved to the GPU when there is one (the caller's reference stays valid) and is left in
-    eval mode.
+    Each optimizer step accumulates `gradient_accumulation_steps` batches of `batch_size`
+    examples, each run in micro-batches of at most `micro_batch_size` examples (the largest
+    that fits for `auto`: `trainables.memory`), clips the gradient norm to 1, and steps AdamW
+    or Adafactor (no weight decay on biases and norms, as `Trainer` does) under a linear
+    warmup-then-decay schedule. A micro-batch's loss weighs by its share of its batch's label
+    tokens, so the step is the same however the batch is split. The model is moved to the GPU
+    when there is one (the caller's reference stays valid) and is left in eval mode.
 
     Args:
         model: A seq2seq LM (`T5ForConditionalGeneration`, `BartForConditionalGeneration`, ...).
@@ -113,15 +119,19 @@ def fine_tune(
         teacher: The model whose soft targets `config.distill` and whose layer outputs
             `config.distill_hidden` weigh in (the unshrunk base model); it is not trained.
         match: The teacher layer each student layer was copied from (for `distill_hidden`).
+        memory_share: The fraction of its device the trial has (of a GPU, what Ray gave it).
+        memory_limit: The bytes `micro_batch_size: auto` fits a step into; None: the trial's
+            share of the device (`trainables.memory.memory_limit`).
 
     Returns:
-        Steps, examples, throughput and losses of the run.
+        Steps, examples, throughput and losses of the run, and the micro-batch it ran.
 
     Raises:
         NonFiniteLossError: A step's loss is NaN or infinite; raised before that step
             updates the weights.
         ValueError: `max_steps` and `epochs` are both 0, or `config.distill` or
             `config.distill_hidden` is set without a teacher.
+        DoesNotFitError: `micro_batch_size` is `auto` and one example does not fit.
     """
     steps = total_steps(config, len(data.train_input_ids))
     if steps < 1:
@@ -129,16 +139,22 @@ def fine_tune(
     if config.uses_teacher and teacher is None:
         raise ValueError("train.distill or train.distill_hidden is set but no teacher was given")
     accelerator = _accelerator(threads, model.config.model_type)
-    torch.manual_seed(config.seed)
     model = accelerator.prepare(model)
     if config.uses_teacher:
         teacher = accelerator.prepare_model(teacher, evaluation_mode=True).eval()
+    _checkpointing(model, config.gradient_checkpointing)
+    model.train()
+    micro = _micro_batch_size(
+        model, data, config, pad_token_id, accelerator.device, (teacher, match),
+        memory_limit, memory_share,
+    )  # fmt: skip
+    torch.manual_seed(config.seed)  # after the probe: its dropout does not move the seed
     optimizer = _optimizer(model, config, accelerator.device)
     warmup = math.ceil(config.warmup_ratio * steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, steps)
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     batches = _micro_batches(data, config)
-    model.train()
+    source_lengths, label_lengths = data.train_input_ids.lengths, data.train_labels.lengths
     losses: list[float] = []
     examples = tokens = 0
     eval_seconds = 0.0
@@ -146,8 +162,9 @@ def fine_tune(
     for step in range(1, steps + 1):
         indices = [next(batches) for _ in range(config.gradient_accumulation_steps)]
         loss = _accumulate_gradients(
-            model, data, indices, config, pad_token_id, accelerator, (teacher, match)
-        )
+            model, data, indices, micro, label_lengths, pad_token_id, accelerator, config,
+            (teacher, match),
+        )  # fmt: skip
         if not math.isfinite(loss):
             raise NonFiniteLossError(step, loss)
         accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
@@ -156,7 +173,8 @@ def fine_tune(
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss)
         examples += sum(len(i) for i in indices)
-        tokens += _token_count(data, np.concatenate(indices))
+        taken = np.concatenate(indices)  # source and target tokens, padding excluded
+        tokens += int(source_lengths[taken].sum() + label_lengths[taken].sum())
         if on_step is not None:
             on_step(step, loss)
         if evaluate_at and step < steps and _evaluates(step, config.eval_every, eval_steps):
@@ -166,9 +184,11 @@ def fine_tune(
             eval_seconds += time.perf_counter() - eval_start
     synchronize(accelerator.device)
     seconds = time.perf_counter() - start - eval_seconds
+    _checkpointing(model, False)
     model.eval()
     return TrainStats(
         steps=steps,
+        micro_batch_size=micro,
         examples=examples,
         tokens=tokens,
         seconds=seconds,
@@ -185,37 +205,87 @@ def _evaluates(step: int, every: int, steps: Collection[int]) -> bool:
 def _accumulate_gradients(
     model: torch.nn.Module,
     data: TokenizedData,
-    micro_batches: list[np.ndarray],
-    config: TrainConfig,
+    batches: list[np.ndarray],
+    micro: int,
+    label_lengths: np.ndarray,
     pad_token_id: int,
     accelerator: Any,
+    config: TrainConfig,
     teacher: tuple[torch.nn.Module | None, LayerMatch | None],
 ) -> float:
-    """Backpropagate one optimizer step's micro-batches; return their mean loss.
+    """Backpropagate one optimizer step's batches, `micro` examples at a time; return the mean
+    of the batches' losses.
 
-    The loss is read once per step, not per micro-batch, to spare GPU synchronizations.
+    A micro-batch's loss (a mean over its label tokens) weighs by its share of its batch's
+    label tokens, so a batch's loss and gradient are the ones it has run whole (the encoder's
+    hidden-state term, a mean over source positions, nearly so). The loss is read once per
+    step, not per micro-batch, to spare GPU synchronizations.
     """
     total = torch.zeros((), device=accelerator.device)
-    for indices in micro_batches:
-        batch = make_batch(
-            [data.train_input_ids[i] for i in indices],
-            [data.train_labels[i] for i in indices],
-            pad_token_id,
-            accelerator.device,
-        )
-        if config.uses_teacher:
-            loss = distillation_loss(model, teacher[0], batch, config, teacher[1])
-        else:
-            loss = seq2seq_loss(model, batch, config.label_smoothing)
-        accelerator.backward(loss / len(micro_batches))
-        total += loss.detach()
-    return total.item() / len(micro_batches)
+    for indices in batches:
+        tokens = label_lengths[indices]
+        for first in range(0, len(indices), micro):
+            part = indices[first : first + micro]
+            share = float(tokens[first : first + micro].sum() / tokens.sum())
+            batch = make_batch(
+                [data.train_input_ids[i] for i in part],
+                [data.train_labels[i] for i in part],
+                pad_token_id,
+                accelerator.device,
+            )
+            loss = _loss(model, batch, config, teacher) * share
+            accelerator.backward(loss / len(batches))
+            total += loss.detach()
+    return total.item() / len(batches)
 
 
-def _token_count(data: TokenizedData, indices: np.ndarray) -> int:
-    """Source and target tokens of some training examples, padding excluded."""
-    lengths = data.train_input_ids.lengths[indices] + data.train_labels.lengths[indices]
-    return int(lengths.sum())
+def _loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    config: TrainConfig,
+    teacher: tuple[torch.nn.Module | None, LayerMatch | None],
+) -> torch.Tensor:
+    if config.uses_teacher:
+        return distillation_loss(model, teacher[0], batch, config, teacher[1])
+    return seq2seq_loss(model, batch, config.label_smoothing)
+
+
+def _checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Recompute the student's activations in the backward pass instead of keeping them."""
+    model = getattr(model, "module", model)
+    if on:  # non-reentrant: the inputs need not require gradients
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    elif model.is_activation_checkpointing:
+        model.activation_checkpointing_disable()
+
+
+def _micro_batch_size(
+    model: torch.nn.Module,
+    data: TokenizedData,
+    config: TrainConfig,
+    pad_token_id: int,
+    device: torch.device,
+    teacher: tuple[torch.nn.Module | None, LayerMatch | None],
+    limit: int | None,
+    share: float,
+) -> int:
+    """`micro_batch_size` as a number: the whole batch for 0, the probe's pick for `auto`."""
+    if config.micro_batch_size != "auto":
+        return min(config.micro_batch_size or config.batch_size, config.batch_size)
+    vocabulary = getattr(model, "module", model).config.vocab_size
+
+    def peak(size: int) -> int | None:
+        sources, labels = memory.worst_case_rows(data, size)
+        batch = make_batch(sources, labels, pad_token_id, device)
+        run_step = lambda: _loss(model, batch, config, teacher)  # noqa: E731
+        if device.type == "cuda":
+            return memory.measured_step_bytes(model, config, run_step)
+        shape = (*batch["labels"].shape, vocabulary)
+        return memory.counted_step_bytes(model, teacher[0], config, run_step, shape)
+
+    return memory.fit_micro_batch(
+        peak, config.batch_size, limit or memory.memory_limit(device, share)
+    )
 
 
 def _accelerator(threads: int | None, model_type: str) -> Any:
@@ -231,8 +301,11 @@ def _accelerator(threads: int | None, model_type: str) -> Any:
 def _optimizer(
     model: torch.nn.Module, config: TrainConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (`weight_decay_groups`)."""
+    """AdamW or Adafactor (torch's: factored second moments, no first moment, so a fraction of
+    AdamW's state), with weight decay on matrices only (`weight_decay_groups`)."""
     groups = weight_decay_groups(model, config.weight_decay)
+    if config.optimizer == "adafactor":
+        return torch.optim.Adafactor(groups, lr=config.learning_rate)
     # The fused kernel (Trainer's default optimizer too) is the fastest on CPU and CUDA.
     fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused)

@@ -154,6 +154,7 @@ def run_trial(
     report: Callable[[dict[str, float]], None] | None = None,
     threads: int | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    gpu_share: float = 1.0,
 ) -> TrialResult:
     """Shrink, fine-tune and score one student, and save it to `save_dir`.
 
@@ -168,6 +169,8 @@ def run_trial(
         threads: CPU threads for torch.
         on_step: called after every optimizer step with (step, steps in all, loss), e.g. to
             show the trial's progress.
+        gpu_share: the fraction of a GPU the trial has (Ray's `resources.gpus`), which
+            `train.micro_batch_size: auto` fits a step into.
 
     Returns:
         The final metrics: ROUGE, parameters, size on disk, latency, training statistics, and
@@ -177,6 +180,7 @@ def run_trial(
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (training stops at once).
+        DoesNotFitError: `micro_batch_size: auto` found that one example does not fit.
     """
     started = time.perf_counter()
     startup_seconds = math.nan  # set when the first optimizer step is done
@@ -215,6 +219,7 @@ def run_trial(
         threads=threads,
         teacher=teacher,
         match=LayerMatch(config.encoder_layers, config.decoder_layers),
+        memory_share=gpu_share,
     )
     del teacher
     metrics = evaluate_model(student, tokenizer, data, decoding)
@@ -231,6 +236,7 @@ def run_trial(
         examples_per_second=stats.examples_per_second,
         startup_seconds=startup_seconds,
         step=stats.steps,
+        micro_batch_size=stats.micro_batch_size,
     )
     return TrialResult(metrics, config.encoder_layers, config.decoder_layers)
 

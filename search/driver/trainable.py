@@ -86,6 +86,7 @@ def tune_trial(
             report=report,
             save_dir=Path(tmp) / "model",
             threads=max(1, int(resources.get("CPU", 1))),
+            gpu_share=min(1.0, resources.get("GPU", 0)) or 1.0,
             on_step=on_step,
         )
         weights = {}

@@ -22,7 +22,7 @@ import yaml
 
 from search.space.params import Fixed, Param, number, param_values, parse_param
 from search.space.yaml_dataclass import Schema, apply_overrides, kind
-from trainables.config import TARGETS, DataConfig, DecodingConfig, TrainConfig
+from trainables.config import OPTIMIZERS, TARGETS, DataConfig, DecodingConfig, TrainConfig
 from trainables.layers import STRATEGIES
 
 MODES = ("max", "min")  # an objective is maximized or minimized
@@ -342,9 +342,18 @@ def _check_train(train: TrainSpaceConfig, errors: list[str]) -> None:
     for target in param_values(train.targets) or []:
         if target not in TARGETS:
             errors.append(f"train.targets: unknown targets {target!r} (one of {TARGETS})")
-    flags = param_values(train.distill_hidden_encoder) or []
-    if not all(isinstance(v, bool) for v in flags):
-        errors.append(f"train.distill_hidden_encoder: expected true or false, got {flags}")
+    for name in ("distill_hidden_encoder", "gradient_checkpointing"):
+        flags = param_values(getattr(train, name)) or []
+        if not all(isinstance(v, bool) for v in flags):
+            errors.append(f"train.{name}: expected true or false, got {flags}")
+    for optimizer in param_values(train.optimizer) or []:
+        if optimizer not in OPTIMIZERS:
+            errors.append(f"train.optimizer: unknown optimizer {optimizer!r} (one of {OPTIMIZERS})")
+    for size in param_values(train.micro_batch_size) or []:
+        if size != "auto" and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            errors.append(
+                f"train.micro_batch_size: expected auto or a count (0: the batch), got {size!r}"
+            )
     steps, epochs = param_values(train.max_steps), param_values(train.epochs)
     if steps == [0] and epochs == [0.0]:
         errors.append("train: set max_steps or epochs above 0")
