@@ -59,7 +59,7 @@ ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
 deadline = time.monotonic() + float(sys.argv[2])
 while True:
     alive = [n for n in ray.nodes() if n["Alive"]]
-    if len(alive) == 2 or time.monotonic() > deadline:
+    if len(alive) == int(sys.argv[3]) or time.monotonic() > deadline:
         break
     time.sleep(1)
 print(json.dumps({n["NodeID"]: "node:__internal_head__" in n["Resources"] for n in alive}))
@@ -158,9 +158,9 @@ def mount_points(pid: int) -> set[Path]:
     return {Path(line.split()[4]) for line in lines}
 
 
-def alive_nodes(address: str) -> dict[str, bool]:
+def alive_nodes(address: str, count: int = 2) -> dict[str, bool]:
     done = subprocess.run(
-        [sys.executable, "-c", _LIST_NODES, address, str(STARTUP)],
+        [sys.executable, "-c", _LIST_NODES, address, str(STARTUP), str(count)],
         capture_output=True,
         text=True,
         timeout=STARTUP + 120,
@@ -173,18 +173,11 @@ def alive_nodes(address: str) -> dict[str, bool]:
 def ray_cluster(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_t5_path: Path
 ) -> Iterator[Cluster]:
-    """A head and a second node on 127.0.0.1, one CPU each, with a token of their own.
-
-    The token is in the environment, which the sweep's subprocess inherits: Ray then neither
-    creates nor needs ~/.ray/auth_token. The second node sees `tmp_path` (the sweep's store)
-    and the tiny model's directory empty, if the OS allows it.
+    """A head and a second node on 127.0.0.1, one CPU each, with a token of their own
+    (`token_environment`). The second node sees `tmp_path` (the sweep's store) and the tiny
+    model's directory empty, if the OS allows it.
     """
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    root = Path(tempfile.mkdtemp(prefix="shrink-ray-"))  # short: Ray's socket paths are bounded
-    address = f"127.0.0.1:{free_port()}"
+    root, address = token_environment(monkeypatch)
     nodes = []
     try:
         head_args = ("--head", f"--port={address.split(':')[1]}", "--include-dashboard=false")
@@ -203,6 +196,36 @@ def ray_cluster(
         leftovers = [p.pid for node in nodes for p in group_members(node.pid)]
         shutil.rmtree(root, ignore_errors=True)
     assert leftovers == []
+
+
+@pytest.fixture
+def gpu_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """One node on 127.0.0.1 with 2 CPUs that advertises 2 GPUs it does not have; its address."""
+    root, address = token_environment(monkeypatch)
+    port = address.split(":")[1]
+    args = ("--head", f"--port={port}", "--include-dashboard=false", "--num-cpus=2")
+    node = start_ray_node(root / "head", *args, "--num-gpus=2", f"--dashboard-port={free_port()}")
+    try:
+        assert list(alive_nodes(address, count=1).values()) == [True], (
+            root / "head.log"
+        ).read_text()
+        yield address
+    finally:
+        stop_group(node)
+        leftovers = [p.pid for p in group_members(node.pid)]
+        shutil.rmtree(root, ignore_errors=True)
+    assert leftovers == []
+
+
+def token_environment(monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """A token of the test's own in the environment (which the sweep's subprocess inherits:
+    Ray then neither creates nor needs ~/.ray/auth_token); a short temp dir for Ray's socket
+    paths, which are bounded; and a free address for the head."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return Path(tempfile.mkdtemp(prefix="shrink-ray-")), f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture
@@ -300,6 +323,28 @@ def test_trials_run_on_both_nodes_of_a_cluster(
     assert [t.state for t in study.trials] == [COMPLETE] * 4
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto.csv", "pareto.html"} <= artifacts
+
+
+@pytest.mark.slow
+def test_half_a_gpu_each_runs_four_trials_at_once_on_two_gpus(
+    tmp_path: Path, tiny_t5_path: Path, gpu_node: str
+) -> None:
+    """`resources.gpus: 0.5` packs two trials on each of the 2 GPUs the node advertises: 4 run
+    at once (torch finds no GPU in them and trains on the CPU), each planning its memory on
+    half a device (`micro_batch_size: auto`)."""
+    train = {"learning_rate": 1.0e-2, "max_steps": 40, "batch_size": 8, "micro_batch_size": "auto"}
+    space = write_space(
+        tmp_path, tiny_t5_path, trials=4, train=train, resources={"cpus": 0.5, "gpus": 0.5}
+    )
+    done = shrink_sweep("run", str(space), "--address", gpu_node, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    _, parent, children = sweep_runs(tmp_path / "mlflow")
+    assert [r.info.status for r in (parent, *children)] == ["FINISHED"] * 5
+    starts = sorted(c.info.start_time for c in children)
+    ends = sorted(c.info.end_time for c in children)
+    assert starts[-1] < ends[0]  # the last trial started before the first ended: 4 at once
+    assert {c.data.metrics["micro_batch_size"] for c in children} == {8.0}
 
 
 @pytest.mark.slow

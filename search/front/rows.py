@@ -24,6 +24,7 @@ TRIAL_METRICS = (
     "train_seconds",
     "examples_per_second",
     "startup_seconds",
+    "micro_batch_size",  # what `train.micro_batch_size: auto` picked
 )
 
 
