@@ -10,8 +10,10 @@ largest whose peak fits the device:
 - on a CPU, where no allocator keeps count, it is counted: the weights (student and teacher),
   the student's gradients, the optimizer's state, the activations the forward pass keeps for
   the backward (every tensor autograd saves, each storage once, parameters not included) and
-  the teacher's logits for distillation. The recomputation of one checkpointed layer during
-  the backward pass and allocator slack are not counted.
+  the teacher's logits for distillation. Transients are not counted: a layer's attention at
+  work, and its recomputation in a checkpointed backward pass. With few layers and long inputs
+  they set the peak (bench/README.md "Memory of a long-input step": a checkpointed LongT5 2+2
+  step at 8k tokens counted 1.09 GiB and peaked at 3.33), so on a CPU the count is a floor.
 """
 
 from __future__ import annotations
