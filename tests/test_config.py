@@ -114,6 +114,7 @@ def test_all_problems_are_reported_at_once_with_their_paths():
         ({"data": {"name": "x", "source_template": "{oops"}}, "not a valid template"),
         ({"data": {}}, "data: name a dataset (data.name) or local files (data.files)"),
         ({"trials": "8"}, "trials: expected int, got str '8'"),
+        ({"max_concurrent": None}, "max_concurrent: expected int, got null"),
         ({"scheduler": {"name": "asha", "rungs": 1}}, "scheduler.rungs: at least 2"),
         ({"scheduler": {"rung_examples": 0}}, "scheduler.rung_examples: at least 1"),
         ({"scheduler": {"rung_num_beams": 0}}, "scheduler.rung_num_beams: at least 1"),

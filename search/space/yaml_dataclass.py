@@ -72,10 +72,12 @@ class Schema:
                     errors.append(f"{where}: required")
                 incomplete |= required
                 continue
+            known = len(errors)
             value = self.convert(hints[name], raw[name], where, errors)
             # A bad value (None, its problem recorded) falls back to its default, so that the
-            # checks across fields still run on everything else and report in the same error.
-            if value is not None or raw[name] is None:
+            # checks across fields still run on everything else and report in the same error;
+            # so does a null where the field takes none.
+            if value is not None or len(errors) == known:
                 values[name] = value
             else:
                 incomplete |= required
@@ -166,7 +168,8 @@ def _scalar(hint: type, value: Any, where: str, errors: list[str]) -> Any:
             pass
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
-    errors.append(f"{where}: expected {hint.__name__}, got {kind(value)} {value!r}")
+    got = "null" if value is None else f"{kind(value)} {value!r}"
+    errors.append(f"{where}: expected {hint.__name__}, got {got}")
     return None
 
 
