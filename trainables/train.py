@@ -153,7 +153,7 @@ def fine_tune(
     warmup = math.ceil(config.warmup_ratio * steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, steps)
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-    batches = _micro_batches(data, config)
+    batches = _batches(data, config)
     source_lengths, label_lengths = data.train_input_ids.lengths, data.train_labels.lengths
     losses: list[float] = []
     examples = tokens = 0
@@ -335,7 +335,7 @@ def weight_decay_groups(
     ]
 
 
-def _micro_batches(data: TokenizedData, config: TrainConfig) -> Iterator[np.ndarray]:
+def _batches(data: TokenizedData, config: TrainConfig) -> Iterator[np.ndarray]:
     """Endless length-bucketed batches, reshuffled every epoch, seeded by `config.seed`."""
     rng = np.random.default_rng(config.seed)
     lengths = data.train_input_ids.lengths
