@@ -59,9 +59,11 @@ def fit_micro_batch(peak: Callable[[int], int | None], batch_size: int, limit: i
 def worst_case_rows(data: Any, size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A micro-batch as long as any of the training data can make: its `size` longest sources
     and its `size` longest labels."""
-    sources, labels = data.train_input_ids, data.train_labels
-    longest = lambda rows: np.argsort(-rows.lengths, kind="stable")[:size]  # noqa: E731
-    return [sources[int(i)] for i in longest(sources)], [labels[int(i)] for i in longest(labels)]
+
+    def longest(rows: Any) -> list[np.ndarray]:
+        return [rows[int(i)] for i in np.argsort(-rows.lengths, kind="stable")[:size]]
+
+    return longest(data.train_input_ids), longest(data.train_labels)
 
 
 def memory_limit(device: torch.device, share: float = 1.0) -> int:

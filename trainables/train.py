@@ -9,6 +9,7 @@ data arrive already tokenized (`trainables.tokens.TokenizedData`). Batching is
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -277,7 +278,7 @@ def _micro_batch_size(
     def peak(size: int) -> int | None:
         sources, labels = memory.worst_case_rows(data, size)
         batch = make_batch(sources, labels, pad_token_id, device)
-        run_step = lambda: _loss(model, batch, config, teacher)  # noqa: E731
+        run_step = functools.partial(_loss, model, batch, config, teacher)
         if device.type == "cuda":
             return memory.measured_step_bytes(model, config, run_step)
         shape = (*batch["labels"].shape, vocabulary)
