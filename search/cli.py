@@ -75,11 +75,7 @@ def run(args: argparse.Namespace) -> int:
         _refuse_what_a_resume_ignores(args)
     print(f"checking {args.space}", flush=True)  # the first line, before the slow imports
     config, raw = load_space(args.space, _overrides(args))
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        from search.driver.cluster import use_cluster_token
-
-        use_cluster_token()  # before Ray is imported: Ray reads RAY_AUTH_MODE then
+    address = _ray_address(args)
     from search.driver.sweep import resume_sweep, run_sweep
 
     where = {
@@ -108,6 +104,22 @@ def run(args: argparse.Namespace) -> int:
     if summary.outcome == "stopped":
         return INTERRUPTED
     return 0 if summary.outcome == "finished" and summary.finished else 1
+
+
+def plan(args: argparse.Namespace) -> int:
+    """Estimate a sweep before running it: its trial-hours and wall time, and each trial's
+    step time and peak memory, from its largest and smallest students probed on one worker
+    (`search.driver.plan`). Nothing is written; a space whose largest student cannot fit is
+    refused."""
+    print(f"checking {args.space}", flush=True)
+    config, _ = load_space(args.space, _overrides(args))
+    address = _ray_address(args)
+    from search.driver.plan import describe, plan_sweep
+
+    print("loading the model and data, probing the largest and the smallest student", flush=True)
+    estimate = plan_sweep(config, address, args.store)
+    print("\n".join(describe(estimate, config)))
+    return 0
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -284,6 +296,16 @@ def _refuse_what_a_resume_ignores(args: argparse.Namespace) -> None:
         )
 
 
+def _ray_address(args: argparse.Namespace) -> str | None:
+    """The cluster to join (--address, else RAY_ADDRESS), its token made ready for Ray."""
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        from search.driver.cluster import use_cluster_token
+
+        use_cluster_token()  # before Ray is imported: Ray reads RAY_AUTH_MODE then
+    return address
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.set or [])
     for flag, key in (("model", "model"), ("trials", "trials"), ("name", "name")):
@@ -332,6 +354,13 @@ def _parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true",
         help="also show the libraries' messages and warnings (always kept in the store's logs/)",
     )  # fmt: skip
+
+    p = _command(commands, "plan", plan)
+    _space_args(p)
+    p.add_argument("--model", help="override model: a hub name or a local directory")
+    p.add_argument("--trials", type=int, help="override trials: how many trials to plan for")
+    p.add_argument("--store", type=Path, default=Path("mlflow"), help="where run keeps labels")
+    p.add_argument("--address", help="probe on this Ray cluster (default: a local Ray)")
 
     p = _command(commands, "validate", validate)
     _space_args(p)

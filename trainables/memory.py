@@ -33,6 +33,18 @@ MEMORY_SHARE = 0.9  # of the device's memory a trial plans to use: the rest is s
 class DoesNotFitError(RuntimeError):
     """Not even one example per micro-batch fits the device's memory."""
 
+    def __init__(self, needed: int | None, limit: int) -> None:
+        self.needed, self.limit = needed, limit
+        needs = "runs out" if needed is None else f"needs {size_text(needed)}"
+        super().__init__(
+            f"one example of the longest batch {needs} in a training step, and the trial "
+            f"may use {size_text(limit)}; try train.gradient_checkpointing: true, "
+            "train.optimizer: adafactor, a shorter data.max_source_length, or fewer layers"
+        )
+
+    def __reduce__(self) -> tuple:  # so that it crosses from a Ray worker whole
+        return DoesNotFitError, (self.needed, self.limit)
+
 
 def fit_micro_batch(peak: Callable[[int], int | None], batch_size: int, limit: int) -> int:
     """The largest micro-batch, `batch_size` halved until it fits, whose step's `peak` (None:
@@ -47,13 +59,16 @@ def fit_micro_batch(peak: Callable[[int], int | None], batch_size: int, limit: i
         if needed is not None and needed <= limit:
             return size
         if size == 1:
-            needs = "runs out" if needed is None else f"needs {needed / 2**30:.2f} GiB"
-            raise DoesNotFitError(
-                f"one example of the longest batch {needs} in a training step, and the trial "
-                f"may use {limit / 2**30:.2f} GiB; try train.gradient_checkpointing: true, "
-                "train.optimizer: adafactor, a shorter data.max_source_length, or fewer layers"
-            )
+            raise DoesNotFitError(needed, limit)
         size = max(1, size // 2)
+
+
+def size_text(size: float) -> str:
+    """Bytes as "512 B", "3.2 MiB" or "22.90 GiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}" if unit == "GiB" else f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} B"
 
 
 def worst_case_rows(data: Any, size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

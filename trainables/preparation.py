@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trainables.config import DecodingConfig
+from trainables.config import DecodingConfig, TrialConfig
+from trainables.probe import TrialProbe
 from trainables.screen import Layers, ZeroShotScore, score_students
 from trainables.tokens import TokenizedData
 from trainables.trial import PackedModel, load_packed
@@ -31,6 +32,7 @@ class BaseModelWorker:
         from accelerate import PartialState
 
         self.device = PartialState().device
+        self.threads = threads
         if self.device.type == "cpu" and threads:
             torch.set_num_threads(threads)
         model, self.tokenizer = load_packed(base)
@@ -59,3 +61,21 @@ class BaseModelWorker:
     def zero_shot(self, students: Sequence[Layers], head: TokenizedData) -> list[ZeroShotScore]:
         """Students cut from the base model, each scored untrained on `head`'s evaluation pairs."""
         return score_students(self.model, self.tokenizer.pad_token_id, head, students)
+
+    def probe(
+        self,
+        base: PackedModel,
+        config: TrialConfig,
+        data: TokenizedData,
+        decoding: DecodingConfig,
+        steps: int,
+        pairs: int,
+        gpu_share: float = 1.0,
+        memory_limit: int | None = None,
+    ) -> TrialProbe:
+        """What the student of `config` costs here (`trainables.probe`)."""
+        from trainables.probe import probe_trial
+
+        return probe_trial(
+            config, base, data, decoding, steps, pairs, self.threads, gpu_share, memory_limit
+        )

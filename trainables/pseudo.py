@@ -158,7 +158,7 @@ def add_pseudo_labels(
     config: DataConfig,
     decoding: DecodingConfig,
     cache: Path | None,
-    make_shards: MakeShards,
+    make_shards: MakeShards | None,
     warn: Callable[[str], None] | None = None,
     progress: Callable[[ShardProgress], None] | None = None,
 ) -> tuple[TokenizedData, LabelSource]:
@@ -176,7 +176,8 @@ def add_pseudo_labels(
         config: The data settings (`pseudo_examples`, `max_target_length`).
         decoding: The sweep's decoding.
         cache: A directory for `<key>.json` files; None: always generate, keep nothing.
-        make_shards: Generates shards (`in_process`, or the driver's workers).
+        make_shards: Generates shards (`in_process`, or the driver's workers); None: read
+            them if made before, else return the data without them.
         warn: Told why, when shipped labels nearly fit but are generated anew.
         progress: Told as each shard is done.
 
@@ -192,6 +193,8 @@ def add_pseudo_labels(
         texts = _read_cached(candidate, len(indices))
         if texts is not None:
             return _labeled(data, indices, texts, tokenizer, config), LabelSource(candidate)
+    if make_shards is None:  # read only: the data as it is
+        return data, LabelSource(None)
     mismatch = shipped_mismatch(key)
     if mismatch and warn is not None:
         warn(mismatch)

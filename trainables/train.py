@@ -143,7 +143,7 @@ def fine_tune(
     model = accelerator.prepare(model)
     if config.uses_teacher:
         teacher = accelerator.prepare_model(teacher, evaluation_mode=True).eval()
-    _checkpointing(model, config.gradient_checkpointing)
+    set_checkpointing(model, config.gradient_checkpointing)
     model.train()
     micro = _micro_batch_size(
         model, data, config, pad_token_id, accelerator.device, (teacher, match),
@@ -185,7 +185,7 @@ def fine_tune(
             eval_seconds += time.perf_counter() - eval_start
     synchronize(accelerator.device)
     seconds = time.perf_counter() - start - eval_seconds
-    _checkpointing(model, False)
+    set_checkpointing(model, False)
     model.eval()
     return TrainStats(
         steps=steps,
@@ -251,7 +251,7 @@ def _loss(
     return seq2seq_loss(model, batch, config.label_smoothing)
 
 
-def _checkpointing(model: torch.nn.Module, on: bool) -> None:
+def set_checkpointing(model: torch.nn.Module, on: bool) -> None:
     """Recompute the student's activations in the backward pass instead of keeping them."""
     model = getattr(model, "module", model)
     if on:  # non-reentrant: the inputs need not require gradients
@@ -273,20 +273,31 @@ def _micro_batch_size(
     """`micro_batch_size` as a number: the whole batch for 0, the probe's pick for `auto`."""
     if config.micro_batch_size != "auto":
         return min(config.micro_batch_size or config.batch_size, config.batch_size)
-    vocabulary = getattr(model, "module", model).config.vocab_size
-
-    def peak(size: int) -> int | None:
-        sources, labels = memory.worst_case_rows(data, size)
-        batch = make_batch(sources, labels, pad_token_id, device)
-        run_step = functools.partial(_loss, model, batch, config, teacher)
-        if device.type == "cuda":
-            return memory.measured_step_bytes(model, config, run_step)
-        shape = (*batch["labels"].shape, vocabulary)
-        return memory.counted_step_bytes(model, teacher[0], config, run_step, shape)
-
+    peak = functools.partial(step_peak, model, data, config, pad_token_id, device, teacher)
     return memory.fit_micro_batch(
         peak, config.batch_size, limit or memory.memory_limit(device, share)
     )
+
+
+def step_peak(
+    model: torch.nn.Module,
+    data: TokenizedData,
+    config: TrainConfig,
+    pad_token_id: int,
+    device: torch.device,
+    teacher: tuple[torch.nn.Module | None, LayerMatch | None],
+    size: int,
+) -> int | None:
+    """The peak memory of a training step of `size` examples of the longest batch the data
+    can make (`trainables.memory`), the model in training mode as `fine_tune` runs it; None if
+    the step ran out of memory. The weights are not changed."""
+    sources, labels = memory.worst_case_rows(data, size)
+    batch = make_batch(sources, labels, pad_token_id, device)
+    run_step = functools.partial(_loss, model, batch, config, teacher)
+    if device.type == "cuda":
+        return memory.measured_step_bytes(model, config, run_step)
+    shape = (*batch["labels"].shape, getattr(model, "module", model).config.vocab_size)
+    return memory.counted_step_bytes(model, teacher[0], config, run_step, shape)
 
 
 def _accelerator(threads: int | None, model_type: str) -> Any:

@@ -155,6 +155,7 @@ def run_trial(
     threads: int | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     gpu_share: float = 1.0,
+    memory_limit: int | None = None,
 ) -> TrialResult:
     """Shrink, fine-tune and score one student, and save it to `save_dir`.
 
@@ -171,6 +172,7 @@ def run_trial(
             show the trial's progress.
         gpu_share: the fraction of a GPU the trial has (Ray's `resources.gpus`), which
             `train.micro_batch_size: auto` fits a step into.
+        memory_limit: bytes that step may use instead (`resources.memory_gib`).
 
     Returns:
         The final metrics: ROUGE, parameters, size on disk, latency, training statistics, and
@@ -220,6 +222,7 @@ def run_trial(
         teacher=teacher,
         match=LayerMatch(config.encoder_layers, config.decoder_layers),
         memory_share=gpu_share,
+        memory_limit=memory_limit,
     )
     del teacher
     metrics = evaluate_model(student, tokenizer, data, decoding)

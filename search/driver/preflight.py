@@ -65,6 +65,7 @@ class Prepared:
     screen: tuple = ()  # every student scored untrained, for a new sweep (`search.strategy.screen`)
     screen_seconds: float = 0.0
     screen_where: str = ""  # where the screen ran, e.g. "on 2 workers (cpu)"
+    plan: Any = None  # what the rest of a new sweep will cost (`search.driver.plan.SweepPlan`)
     pseudo_labels: str = ""  # where they came from: "read from <file>" or "generated on ..."
 
 
@@ -82,13 +83,16 @@ def _pseudo_labeled(
     cache: Path | None,
     progress: bool,
     workers: BaseWorkers | None,
+    generate: bool = True,
 ) -> tuple[TokenizedData, str]:
     """The data with pseudo-labels, and where they came from (read from a file, or generated
-    on workers)."""
+    on workers); without `generate`, the data as it is when they were not made before."""
     from trainables.fingerprint import model_key
     from trainables.pseudo import add_pseudo_labels, in_process
 
-    if workers is not None:
+    if not generate:
+        make = None
+    elif workers is not None:
         make = workers.make_shards(base, config.decoding)
     else:
         make = in_process(model, tokenizer, config.decoding)
@@ -113,6 +117,8 @@ def _pseudo_labeled(
     labeled, source = add_pseudo_labels(
         data, tokenizer, key, config.data, config.decoding, cache, make, warn, report
     )
+    if labeled.pseudo_sources is None:
+        return labeled, ""  # not made before, and not to be made now
     count = f"pseudo-labels: {len(labeled.pseudo_sources):,} sources"
     if source.path is not None:
         origin = f"read from {source.path}"
@@ -256,11 +262,12 @@ def prepare(
     pseudo_label_cache: Path | None = None,
     progress: bool = False,
     workers: BaseWorkers | None = None,
+    generate_labels: bool = True,
 ) -> Prepared:
     """Check inputs (unless `inputs` is what `check_inputs` returned), then load the base
     model once and tokenize the data once, with the base model's pseudo-labels when a trial
     may train on them (`train.targets`), read from `pseudo_label_cache` if made before, else
-    made by `workers` (in this process without them).
+    made by `workers` (in this process without them; not at all without `generate_labels`).
 
     Raises:
         ConfigError, DataError, ModelError: bad input (see `check_inputs`), or a model that
@@ -278,8 +285,9 @@ def prepare(
     origin = ""
     if needs_pseudo_labels(config):
         data, origin = _pseudo_labeled(
-            data, config, model, tokenizer, base, pseudo_label_cache, progress, workers
-        )
+            data, config, model, tokenizer, base, pseudo_label_cache, progress, workers,
+            generate_labels,
+        )  # fmt: skip
     size = count_parameters(model)
     return Prepared(
         base=base,

@@ -24,6 +24,8 @@ import yaml
 from search.console import echo, keep_log, quiet_libraries, to_root
 from search.driver.callbacks import FailureLimit, TrackingCallback
 from search.driver.cluster import check_ray_address, cluster_refused
+from search.driver.plan import describe as describe_plan
+from search.driver.plan import estimate_sweep
 from search.driver.preflight import (
     Prepared,
     check_inputs,
@@ -136,7 +138,7 @@ def run_sweep(
     uri = resolve_uri(tracking_uri, paths.store)
     check_store(uri)
     check_study_storage(paths.optuna_url)
-    prepared, ray_seconds = _prepare_and_start_ray(config, address, paths, progress, screen=True)
+    prepared, ray_seconds = _prepare_and_start_ray(config, address, paths, progress, new=True)
     sweep = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tracker = Tracker(uri, config.name, paths.artifacts)
     tags = {"base_model": config.model, "optuna_storage": shown_url(paths.optuna_url)}
@@ -148,6 +150,9 @@ def run_sweep(
     echo(progress, f"library messages and warnings: {keep_log(paths.log(sweep))}")
     if prepared.screen:
         _record_screen(config, prepared, tracker, progress)
+    if prepared.plan is not None:
+        for line in describe_plan(prepared.plan, config):
+            echo(progress, line)
     limit = max_failures or failure_limit(config.trials)
     return _drive(SweepRun(sweep, config, prepared, tracker, paths, limit, progress, ray_seconds))
 
@@ -252,10 +257,11 @@ def _prepare_and_start_ray(
     address: str | None,
     paths: SweepPaths,
     progress: bool,
-    screen: bool = False,
+    new: bool = False,
 ) -> tuple[Prepared, float]:
-    """Check the inputs, then load the model and tokenize the data (and, for a new sweep
-    with `sampler.screen`, score every student untrained) while Ray starts.
+    """Check the inputs, then load the model and tokenize the data (and, for a `new` sweep,
+    score every student untrained if `sampler.screen` says so, and estimate the sweep) while
+    Ray starts.
 
     Neither needs the other and each takes seconds, so the sweep's first trial starts sooner.
     Inputs and the cluster address are checked first, so bad input fails before Ray starts;
@@ -274,7 +280,7 @@ def _prepare_and_start_ray(
     echo(progress, f"checking the model ({config.model}) and the data")
     inputs = check_inputs(config)
     pairs = {role: len(split) for role, split in inputs[1].items()}
-    screen = screen and config.sampler.screen > 0
+    screen = new and config.sampler.screen > 0
     echo(
         progress,
         f"loading the model and tokenizing {pairs['train']:,} training and {pairs['eval']:,} "
@@ -284,7 +290,7 @@ def _prepare_and_start_ray(
     ray_up = threading.Event()
     workers = BaseWorkers(config, wait_for_ray=lambda: _wait_for_ray(ray_up))
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
-        preparing = pool.submit(_prepare, config, inputs, paths, progress, screen, workers)
+        preparing = pool.submit(_prepare, config, inputs, paths, progress, new, workers)
         started = 0.0
         try:
             try:
@@ -327,23 +333,28 @@ def _prepare(
     inputs: Any,
     paths: SweepPaths,
     progress: bool,
-    screen: bool,
+    new: bool,
     workers: BaseWorkers,
 ) -> Prepared:
-    """Load, tokenize and label, then screen; on Ray's workers where there is work for them,
-    which end before the first trial."""
+    """Load, tokenize and label; then, for a new sweep, screen (if `sampler.screen` says so)
+    and estimate what the sweep will cost (`search.driver.plan`). On Ray's workers where there
+    is work for them, which end before the first trial."""
     try:
         prepared = prepare(config, inputs, paths.pseudo_labels, progress, workers)
-        if not screen:
+        if not new:
             return prepared
-        score = functools.partial(workers.zero_shot, prepared.base)
-        screened, seconds = screen_students(config, prepared, score)
-        described = workers.describe()
+        if config.sampler.screen:
+            score = functools.partial(workers.zero_shot, prepared.base)
+            screened, seconds = screen_students(config, prepared, score)
+            prepared = dataclasses.replace(
+                prepared,
+                screen=tuple(screened),
+                screen_seconds=seconds,
+                screen_where=workers.describe(),
+            )
+        return dataclasses.replace(prepared, plan=estimate_sweep(config, prepared, workers, 0.0))
     finally:
         workers.close()
-    return dataclasses.replace(
-        prepared, screen=tuple(screened), screen_seconds=seconds, screen_where=described
-    )
 
 
 def _record_screen(

@@ -29,6 +29,7 @@ def tune_trial(
     decoding: DecodingConfig,
     parent_layers: tuple[int, int],
     scheduler: SchedulerConfig | None = None,
+    memory_limit: int | None = None,
     receiver: Any = None,
     finished: dict[str, dict[str, float]] | None = None,
     board: Any = None,
@@ -41,6 +42,8 @@ def tune_trial(
     Args:
         scheduler: the sweep's early stopping, which says at which steps the trial reports a
             (cheap) rung result; None or `fifo`: none.
+        memory_limit: bytes a training step may use (`resources.memory_gib`); None: the
+            trial's share of its device.
         receiver: the driver's `search.driver.weights.WeightsReceiver` actor, or None to keep no
             weights. The weights travel to it as bytes, not as a Tune checkpoint: Ray persists
             a checkpoint to `storage_path`, which a node without a shared disk cannot reach.
@@ -87,6 +90,7 @@ def tune_trial(
             save_dir=Path(tmp) / "model",
             threads=max(1, int(resources.get("CPU", 1))),
             gpu_share=min(1.0, resources.get("GPU", 0)) or 1.0,
+            memory_limit=memory_limit,
             on_step=on_step,
         )
         weights = {}

@@ -92,6 +92,7 @@ def _trainable(
             decoding=config.decoding,
             parent_layers=prepared.parent_layers,
             scheduler=config.scheduler,
+            memory_limit=config.resources.memory_limit,
             receiver=receiver,
             finished=finished,
             board=board,

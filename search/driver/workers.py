@@ -10,13 +10,15 @@ start, so they never hold a trial's slot.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from search.space.config import SweepConfig
-from trainables.config import DecodingConfig
+from trainables.config import DecodingConfig, TrialConfig
+from trainables.probe import TrialProbe
 from trainables.screen import Layers, ZeroShotScore
 from trainables.tokens import TokenizedData
 from trainables.trial import PackedModel
@@ -49,6 +51,8 @@ class BaseWorkers:
         self.wait_for_ray = wait_for_ray
         self.actors: list[Any] = []
         self.places: list[dict[str, str]] = []
+        self.base: Any = None  # the base model in Ray's object store, once started
+        self.start_seconds = 0.0  # what starting them took: Ray workers, imports, the model
 
     def start(self, base: PackedModel, work: int) -> int:
         """Start as many workers as trials may run at once, at most `work`, each holding
@@ -66,9 +70,11 @@ class BaseWorkers:
         remote = ray.remote(BaseModelWorker).options(
             num_cpus=resources.cpus, num_gpus=resources.gpus
         )
-        shared = ray.put(base)
-        self.actors = [remote.remote(shared, threads) for _ in range(count)]
+        began = time.perf_counter()
+        self.base = ray.put(base)
+        self.actors = [remote.remote(self.base, threads) for _ in range(count)]
         self.places = ray.get([actor.where.remote() for actor in self.actors])
+        self.start_seconds = time.perf_counter() - began
         return count
 
     def describe(self) -> str:
@@ -115,6 +121,44 @@ class BaseWorkers:
         pairs = ray.put(head)
         scored = self._pool().map(lambda actor, job: actor.zero_shot.remote(job, pairs), batches)
         return [score for batch in scored for score in batch]
+
+    def probe(
+        self,
+        base: PackedModel,
+        students: Sequence[TrialConfig],
+        data: TokenizedData,
+        steps: int,
+        pairs: int,
+    ) -> list[TrialProbe]:
+        """What each student costs (`trainables.probe`), measured by one worker in turn: a
+        trial runs on one worker's resources, so one worker shows what one trial costs.
+
+        Raises:
+            DoesNotFitError: a student does not fit even at a micro-batch of one.
+        """
+        import ray
+
+        self.start(base, 1)
+        sent, share = ray.put(data), min(1.0, self.config.resources.gpus) or 1.0
+        actor, decoding = self.actors[0], self.config.decoding
+        probes = []
+        for student in students:
+            limit = self.config.resources.memory_limit
+            job = (self.base, student, sent, decoding, steps, pairs, share, limit)
+            try:
+                probes.append(ray.get(actor.probe.remote(*job)))
+            except ray.exceptions.RayTaskError as err:
+                raise err.cause from None  # the worker's own error, without Ray's wrapping
+        return probes
+
+    def label_rate(self, base: PackedModel, sources: Sequence[np.ndarray]) -> float:
+        """Sources per second one worker makes pseudo-labels at, timed on `sources`."""
+        import ray
+
+        self.start(base, 1)
+        began = time.perf_counter()
+        ray.get(self.actors[0].pseudo_label_shard.remote(0, list(sources), self.config.decoding))
+        return len(sources) / (time.perf_counter() - began)
 
     def close(self) -> None:
         """End the workers: their resources go back to the trials."""

@@ -131,6 +131,14 @@ class ResourcesConfig:
 
     cpus: float = 1.0
     gpus: float = 0.0
+    # GiB a trial's training step may use (micro_batch_size: auto, plan); None: its share of
+    # its device (of a GPU, `gpus` of it; on a CPU, the memory free).
+    memory_gib: float | None = None
+
+    @property
+    def memory_limit(self) -> int | None:
+        """`memory_gib` in bytes."""
+        return None if self.memory_gib is None else int(self.memory_gib * 2**30)
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,10 @@ def _check_sweep(config: SweepConfig, errors: list[str]) -> None:
         errors.append(f"resources.cpus: must be more than 0, got {config.resources.cpus}")
     if config.resources.gpus < 0:
         errors.append(f"resources.gpus: must be 0 or more, got {config.resources.gpus}")
+    if config.resources.memory_gib is not None and config.resources.memory_gib <= 0:
+        errors.append(
+            f"resources.memory_gib: must be more than 0, got {config.resources.memory_gib}"
+        )
     if config.keep_weights not in ("pareto", "all", "none"):
         errors.append(f"keep_weights: one of pareto, all, none; got {config.keep_weights!r}")
     if isinstance(config.model, str) and not config.model.strip():
