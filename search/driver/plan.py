@@ -111,7 +111,6 @@ def plan_sweep(
     """
 
     quiet_libraries()  # their messages are held, and dropped: a plan writes nothing
-    to_root("ray")
     if address:
         check_ray_address(address)
     else:
@@ -180,6 +179,7 @@ def estimate_sweep(
 def _start_ray(address: str | None) -> None:
     import ray
 
+    to_root("ray")  # its token notice, whose handler the checks' imports put back
     if not ray.is_initialized():
         init = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         ray.init(address=address, **init)
