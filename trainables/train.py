@@ -145,10 +145,12 @@ def fine_tune(
         teacher = accelerator.prepare_model(teacher, evaluation_mode=True).eval()
     set_checkpointing(model, config.gradient_checkpointing)
     model.train()
+    device = accelerator.device
     micro = _micro_batch_size(
-        model, data, config, pad_token_id, accelerator.device, (teacher, match),
-        memory_limit, memory_share,
-    )  # fmt: skip
+        config,
+        functools.partial(step_peak, model, data, config, pad_token_id, device, (teacher, match)),
+        lambda: memory_limit or memory.memory_limit(device, memory_share),
+    )
     torch.manual_seed(config.seed)  # after the probe: its dropout does not move the seed
     optimizer = _optimizer(model, config, accelerator.device)
     warmup = math.ceil(config.warmup_ratio * steps)
@@ -261,22 +263,13 @@ def set_checkpointing(model: torch.nn.Module, on: bool) -> None:
 
 
 def _micro_batch_size(
-    model: torch.nn.Module,
-    data: TokenizedData,
-    config: TrainConfig,
-    pad_token_id: int,
-    device: torch.device,
-    teacher: tuple[torch.nn.Module | None, LayerMatch | None],
-    limit: int | None,
-    share: float,
+    config: TrainConfig, peak: Callable[[int], int | None], limit: Callable[[], int]
 ) -> int:
-    """`micro_batch_size` as a number: the whole batch for 0, the probe's pick for `auto`."""
+    """`micro_batch_size` as a number: the whole batch for 0, for `auto` the largest whose
+    step's `peak` is within `limit()` (`trainables.memory.fit_micro_batch`)."""
     if config.micro_batch_size != "auto":
         return min(config.micro_batch_size or config.batch_size, config.batch_size)
-    peak = functools.partial(step_peak, model, data, config, pad_token_id, device, teacher)
-    return memory.fit_micro_batch(
-        peak, config.batch_size, limit or memory.memory_limit(device, share)
-    )
+    return memory.fit_micro_batch(peak, config.batch_size, limit())
 
 
 def step_peak(
