@@ -114,6 +114,9 @@ def stop_group(process: subprocess.Popen, grace: float = 5.0) -> None:
         time.sleep(0.5)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30  # a killed process may take a moment to be gone
+    while time.monotonic() < deadline and group_members(process.pid):
+        time.sleep(0.2)
     process.wait(timeout=60)
 
 
