@@ -45,7 +45,7 @@ from search.driver.workers import BaseWorkers, trial_slots
 from search.record.paths import SweepPaths
 from search.space.config import ConfigError, SweepConfig
 from search.space.params import Choice, Fixed, FloatRange, IntRange, Param
-from search.space.suggest import plan
+from search.space.suggest import InfeasibleError, plan
 from search.strategy.halving import SuccessiveHalving, is_first_point, rung_config
 from search.strategy.screen import describe_student, screen_candidates
 from trainables.config import RungConfig, TrialConfig
@@ -208,11 +208,13 @@ def student_configs(
 
 
 def typical_values(config: SweepConfig) -> dict[str, Any]:
-    """Every train value and the layer strategy at its typical value (`typical`)."""
+    """Every train value and the layer strategy at its typical value (`typical`); `sft` for
+    `mask`, whose students are layer by layer, not counts."""
     train = {
         f.name: typical(getattr(config.train, f.name)) for f in dataclasses.fields(config.train)
     }
-    return {**train, "strategy": typical(config.layers.strategy)}
+    strategy = typical(config.layers.strategy)
+    return {**train, "strategy": "sft" if strategy == "mask" else strategy}
 
 
 def typical(param: Param) -> Any:
@@ -430,7 +432,10 @@ def student_sizes(config: SweepConfig, prepared: Prepared) -> tuple[list[float],
     values = typical_values(config)
 
     def size(point: dict[str, Any]) -> float:
-        student = plan({**values, **point}, prepared.parent_layers)
+        try:
+            student = plan({**values, **point}, prepared.parent_layers)
+        except (InfeasibleError, KeyError):  # a point its trial refuses at once: no size
+            return 0.0
         counts = (student.encoder_layers, student.decoder_layers)
         return float(student_size(prepared.parent_size, prepared.layer_sizes, *counts).total)
 
