@@ -6,9 +6,9 @@ Each measurement runs in a child process of its own (a clean allocator): a LongT
 12 heads, d_ff 2048, 2+2 layers), one training step through the product's `fine_tune` at batch 1
 on a source of N tokens and a 128-token summary, fp32 on this CPU. It prints what the step added
 to the process's RSS (peak over the RSS before the step) beside what `micro_batch_size: auto`'s
-probe counts for the same step (`trainables.memory.counted_step_bytes`, less the weights the
-process already held), and extrapolates to a 12+12 student at 16k tokens in bf16 against a
-24 GB card.
+probe takes the same step to need (`trainables.memory.cpu_step_bytes`: the larger of its count
+and the step's own resident growth, less the weights the process already held), and
+extrapolates to a 12+12 student at 16k tokens in bf16 against a 24 GB card.
 
     python -m bench.memory                      # 1k, 2k, 4k, 8k tokens, ~6 min here
     python -m bench.memory --tokens 1024 2048   # fewer lengths
@@ -55,9 +55,7 @@ def student(layers: tuple[int, int]) -> Any:
 
 def one_step(tokens: int, optimizer: str, checkpointing: bool) -> dict[str, float]:
     """In this (child) process: one training step; what it added to the RSS and what the
-    probe counts, in bytes."""
-    import ctypes
-
+    probe takes it to need, in bytes."""
     import numpy as np
     import torch
 
@@ -77,12 +75,9 @@ def one_step(tokens: int, optimizer: str, checkpointing: bool) -> dict[str, floa
     config = TrainConfig(
         max_steps=1, batch_size=1, optimizer=optimizer, gradient_checkpointing=checkpointing
     )
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    before = _status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as refs:  # the peak restarts from here
-        refs.write("5")
-    fine_tune(model, data, config, pad_token_id=0, threads=2)
-    added = _status("VmHWM") - before
+    added = memory.resident_growth(
+        lambda: fine_tune(model, data, config, pad_token_id=0, threads=2)
+    )
 
     if checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
@@ -90,15 +85,9 @@ def one_step(tokens: int, optimizer: str, checkpointing: bool) -> dict[str, floa
     batch = make_batch([source[0]], [summary[0]], 0, torch.device("cpu"))
     shape = (*batch["labels"].shape, model.config.vocab_size)
     run = functools.partial(seq2seq_loss, model, batch)
-    counted = memory.counted_step_bytes(model, None, config, run, shape)
+    probed = memory.cpu_step_bytes(model, None, config, run, shape)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {"added": added, "counted": counted - weights, "weights": weights}
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
+    return {"added": added, "probed": probed - weights, "weights": weights}
 
 
 def measure(tokens: int, shape: str) -> dict[str, float]:
@@ -126,7 +115,7 @@ def main() -> None:
     print(
         f"one training step, LongT5 tglobal {LAYERS[0]}+{LAYERS[1]} at d_model 768, batch 1, "
         f"{SUMMARY_TOKENS}-token summary, fp32 CPU: GiB the step added to the RSS (the probe's "
-        "count)"
+        "figure)"
     )
     print(f"{'tokens':>7} | " + " | ".join(f"{name:>26}" for name in SHAPES))
     results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in SHAPES}
@@ -134,7 +123,7 @@ def main() -> None:
         cells = []
         for name in SHAPES:
             result = results[name][tokens] = measure(tokens, name)
-            cells.append(f"{result['added'] / gib:>15.2f} ({result['counted'] / gib:.2f})")
+            cells.append(f"{result['added'] / gib:>15.2f} ({result['probed'] / gib:.2f})")
         print(f"{tokens:>7} | " + " | ".join(f"{c:>26}" for c in cells), flush=True)
     extrapolate(results)
 

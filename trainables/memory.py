@@ -7,17 +7,22 @@ largest whose peak fits the device:
 
 - on a GPU, the peak is what torch's allocator reports for the probe step (a probe that runs
   out of memory does not fit), plus the optimizer's state, which the first real step creates;
-- on a CPU, where no allocator keeps count, it is counted: the weights (student and teacher),
-  the student's gradients, the optimizer's state, the activations the forward pass keeps for
-  the backward (every tensor autograd saves, each storage once, parameters not included) and
-  the teacher's logits for distillation. Transients are not counted: a layer's attention at
-  work, and its recomputation in a checkpointed backward pass. With few layers and long inputs
-  they set the peak (bench/README.md "Memory of a long-input step": a checkpointed LongT5 2+2
-  step at 8k tokens counted 1.09 GiB and peaked at 3.33), so on a CPU the count is a floor.
+- on a CPU, where no allocator keeps count, it is the larger of two figures from the same
+  probe step. The count: the weights (student and teacher), the student's gradients, the
+  optimizer's state, the activations the forward pass keeps for the backward (every tensor
+  autograd saves, each storage once, parameters not included) and the teacher's logits for
+  distillation. And what the step made resident: the weights, the optimizer's state, and the
+  most the process's resident memory grew over the step (Linux's high-water mark, reset just
+  before). The count misses transients: a layer's attention at work, and its recomputation in
+  a checkpointed backward pass, which with few layers and long inputs set the peak
+  (bench/README.md "Memory of a long-input step": a checkpointed LongT5 2+2 step at 8k tokens
+  counts 1.09 GiB and peaks at 3.33); the resident growth sees them, but not memory the
+  allocator reuses from earlier steps, which the count does.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Callable
 from typing import Any
@@ -109,15 +114,16 @@ def optimizer_state_bytes(model: torch.nn.Module, optimizer: str) -> int:
     return total
 
 
-def counted_step_bytes(
+def cpu_step_bytes(
     model: torch.nn.Module,
     teacher: torch.nn.Module | None,
     config: TrainConfig,
     run_step: Callable[[], torch.Tensor],
     logits_shape: tuple[int, int, int],
 ) -> int:
-    """A training step's peak memory counted as the module docstring says (the CPU's way):
-    `run_step` runs the forward pass and returns the loss, which is then backpropagated."""
+    """A training step's peak memory on a CPU, as the module docstring says: the larger of the
+    count and what the step made resident. `run_step` runs the forward pass and returns the
+    loss, which is then backpropagated."""
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     if teacher is not None:
         weights |= {p.untyped_storage().data_ptr() for p in teacher.parameters()}
@@ -129,20 +135,43 @@ def counted_step_bytes(
             saved[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = run_step()
-    loss.backward()
+    def step() -> None:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = run_step()
+        loss.backward()
+
+    grown = resident_growth(step)
     model.zero_grad(set_to_none=True)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    total = sum(p.numel() * p.element_size() for p in model.parameters())
-    total += sum(p.numel() * p.element_size() for p in trainable)  # gradients
-    total += optimizer_state_bytes(model, config.optimizer)
-    total += sum(saved.values())
+    held = sum(p.numel() * p.element_size() for p in model.parameters())
     if teacher is not None:
-        total += sum(p.numel() * p.element_size() for p in teacher.parameters())
-        if config.distill > 0:
-            total += math.prod(logits_shape) * 4  # its logits, held in fp32 for the loss
-    return total
+        held += sum(p.numel() * p.element_size() for p in teacher.parameters())
+    held += optimizer_state_bytes(model, config.optimizer)
+    counted = held + sum(saved.values())
+    counted += sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    if teacher is not None and config.distill > 0:
+        counted += math.prod(logits_shape) * 4  # its logits, held in fp32 for the loss
+    return max(counted, held + (grown or 0))
+
+
+def resident_growth(work: Callable[[], None]) -> int | None:
+    """The most this process's resident memory grew while `work()` ran, in bytes; None where
+    the kernel keeps no high-water mark to reset (not Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed memory leaves the count before
+        before = _status_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as refs:  # the mark restarts from here
+            refs.write("5")
+    except OSError:
+        work()
+        return None
+    work()
+    return _status_bytes("VmHWM") - before
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
 
 
 def measured_step_bytes(

@@ -290,7 +290,7 @@ def step_peak(
     if device.type == "cuda":
         return memory.measured_step_bytes(model, config, run_step)
     shape = (*batch["labels"].shape, getattr(model, "module", model).config.vocab_size)
-    return memory.counted_step_bytes(model, teacher[0], config, run_step, shape)
+    return memory.cpu_step_bytes(model, teacher[0], config, run_step, shape)
 
 
 def _accelerator(threads: int | None, model_type: str) -> Any:
