@@ -80,8 +80,10 @@ def test_plan_prints_the_estimate_and_writes_nothing(tmp_path, tiny_t5_path):
 def test_a_space_whose_largest_student_cannot_fit_is_refused_by_plan_and_run(
     tmp_path, tiny_t5_path
 ):
+    # It trains on pseudo-labels nobody has made: run would make them first, if it went on.
+    train = {**tiny_space(tiny_t5_path)["train"], "targets": "pseudo"}
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(tiny_space(tiny_t5_path)))
+    space.write_text(yaml.safe_dump(tiny_space(tiny_t5_path, train=train)))
     small = "resources.memory_gib=0.000001"  # 1 KiB: less than one example's step
     for command in ("plan", "run"):
         done = shrink_sweep(command, str(space), "--set", small, cwd=tmp_path)
@@ -89,5 +91,6 @@ def test_a_space_whose_largest_student_cannot_fit_is_refused_by_plan_and_run(
         refused = "the largest student, 4+3 sft, does not fit: with gradient checkpointing"
         assert refused in done.stderr and "a trial may use 1.0 KiB" in done.stderr
         assert "Traceback" not in done.stderr and "trial " not in done.stdout
-        # Nothing written: no store (run has made no pseudo-labels: the space trains on gold).
+        assert "pseudo-labels:" not in done.stdout  # refused before making any
+        # Nothing written: no store, no pseudo-labels, no MLflow run.
         assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"], command

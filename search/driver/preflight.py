@@ -7,9 +7,11 @@ which every trial receives through Ray's object store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,9 +86,11 @@ def _pseudo_labeled(
     progress: bool,
     workers: BaseWorkers | None,
     generate: bool = True,
+    before_making: Callable[[], None] = lambda: None,
 ) -> tuple[TokenizedData, str]:
     """The data with pseudo-labels, and where they came from (read from a file, or generated
-    on workers); without `generate`, the data as it is when they were not made before."""
+    on workers, `before_making` called first); without `generate`, the data as it is when
+    they were not made before."""
     from trainables.fingerprint import model_key
     from trainables.pseudo import add_pseudo_labels, in_process
 
@@ -96,6 +100,8 @@ def _pseudo_labeled(
         make = workers.make_shards(base, config.decoding)
     else:
         make = in_process(model, tokenizer, config.decoding)
+    if make is not None:
+        make = _first_calling(before_making, make)
     last_report = [0.0]
 
     def report(at: ShardProgress) -> None:
@@ -134,6 +140,14 @@ def _pseudo_labeled(
         origin += f", {source.shards_kept} of {shards} shards kept"
     echo(progress, f"{count} {origin}, kept in {cache}")
     return labeled, origin
+
+
+def _first_calling(first: Callable[[], None], then: Callable[..., None]) -> Callable[..., None]:
+    def call(*args: Any) -> None:
+        first()
+        then(*args)
+
+    return call
 
 
 def check_inputs(config: SweepConfig) -> tuple[Any, Any]:
@@ -263,11 +277,16 @@ def prepare(
     progress: bool = False,
     workers: BaseWorkers | None = None,
     generate_labels: bool = True,
+    before_labels: Callable[[Prepared], None] | None = None,
 ) -> Prepared:
     """Check inputs (unless `inputs` is what `check_inputs` returned), then load the base
     model once and tokenize the data once, with the base model's pseudo-labels when a trial
     may train on them (`train.targets`), read from `pseudo_label_cache` if made before, else
     made by `workers` (in this process without them; not at all without `generate_labels`).
+
+    `before_labels`, if given, is called once with the model and data as loaded (with the
+    pseudo-labels made before, if any), before any pseudo-label is made: what it raises stops
+    the preparation before it writes anything.
 
     Raises:
         ConfigError, DataError, ModelError: bad input (see `check_inputs`), or a model that
@@ -282,20 +301,28 @@ def prepare(
         raise ModelError(f"model {config.model!r} cannot be loaded: {first_line}") from None
     data = tokenize_splits(splits, tokenizer, config.data)
     check_token_ids(config.model, data, model_config)
-    origin = ""
-    if needs_pseudo_labels(config):
-        data, origin = _pseudo_labeled(
-            data, config, model, tokenizer, base, pseudo_label_cache, progress, workers,
-            generate_labels,
-        )  # fmt: skip
     size = count_parameters(model)
-    return Prepared(
+    prepared = Prepared(
         base=base,
         data=data,
         parent_layers=layer_counts(model_config),
         parent_params=size.total,
         parent_size=size,
         layer_sizes=layer_sizes(model),
-        seconds=time.perf_counter() - start,
-        pseudo_labels=origin,
     )
+    checked = False
+
+    def check() -> None:
+        nonlocal checked
+        if before_labels is not None and not checked:
+            checked = True
+            before_labels(dataclasses.replace(prepared, seconds=time.perf_counter() - start))
+
+    if needs_pseudo_labels(config):
+        data, origin = _pseudo_labeled(
+            data, config, model, tokenizer, base, pseudo_label_cache, progress, workers,
+            generate_labels, check,
+        )  # fmt: skip
+        prepared = dataclasses.replace(prepared, data=data, pseudo_labels=origin)
+    check()
+    return dataclasses.replace(prepared, seconds=time.perf_counter() - start)

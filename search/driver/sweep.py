@@ -336,13 +336,23 @@ def _prepare(
     new: bool,
     workers: BaseWorkers,
 ) -> Prepared:
-    """Load, tokenize and label; then, for a new sweep, screen (if `sampler.screen` says so)
-    and estimate what the sweep will cost (`search.driver.plan`). On Ray's workers where there
-    is work for them, which end before the first trial."""
+    """Load and tokenize; for a new sweep, estimate what it will cost (`search.driver.plan`,
+    which refuses a space that cannot fit before anything is written); label; then, for a new
+    sweep, screen (if `sampler.screen` says so). On Ray's workers where there is work for them,
+    which end before the first trial."""
+    plans = []
+
+    def estimate(loaded: Prepared) -> None:
+        plans.append(estimate_sweep(config, loaded, workers, 0.0))
+
     try:
-        prepared = prepare(config, inputs, paths.pseudo_labels, progress, workers)
+        prepared = prepare(
+            config, inputs, paths.pseudo_labels, progress, workers,
+            before_labels=estimate if new else None,
+        )  # fmt: skip
         if not new:
             return prepared
+        prepared = dataclasses.replace(prepared, plan=plans[0])
         if config.sampler.screen:
             score = functools.partial(workers.zero_shot, prepared.base)
             screened, seconds = screen_students(config, prepared, score)
@@ -352,7 +362,7 @@ def _prepare(
                 screen_seconds=seconds,
                 screen_where=workers.describe(),
             )
-        return dataclasses.replace(prepared, plan=estimate_sweep(config, prepared, workers, 0.0))
+        return prepared
     finally:
         workers.close()
 
