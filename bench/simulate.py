@@ -339,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, action="append", help="default: 2 and 8")
     parser.add_argument("--trials", type=int, default=40, help="trials per simulated sweep")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--first-seed", type=int, default=0,
+        help="seeds first-seed .. first-seed+seeds-1: tune on one range, report on another",
+    )  # fmt: skip
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="KEY=VALUE")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -371,7 +375,8 @@ def report(
     final hypervolume share and how many seeds found a `TRADE_OFF` student; then, per sampler,
     what asha saves on fifo's very trials."""
     for workers in args.workers or [2, 8]:
-        print(f"\n{workers} workers, {args.trials} trials, {args.seeds} seeds")
+        last = args.first_seed + args.seeds - 1
+        print(f"\n{workers} workers, {args.trials} trials, seeds {args.first_seed}-{last}")
         print(
             "sampler  scheduler  reached  compute-to-0.95 (h)  sd     vs random/fifo"
             "  final hv  spent (h)  wall (h)  stopped  repeats  trade-off"
@@ -384,7 +389,7 @@ def report(
                 runs = [
                     replay(with_choice(config, sampler, scheduler, seed), curves, workers,
                            args.trials, reference, screen=screen)
-                    for seed in range(args.seeds)
+                    for seed in range(args.first_seed, args.first_seed + args.seeds)
                 ]  # fmt: skip
                 if scheduler == "fifo":
                     fifo_runs[sampler] = runs
