@@ -33,6 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.common import DEFAULT_SPACE, read_rows
+from bench.learning_curves import RUNGS as TABLE_RUNGS
 from bench.learning_curves import TABLE
 from bench.screen import TABLE as SCREEN_TABLE
 from search.driver.tuner import make_sampler
@@ -41,7 +42,13 @@ from search.front.rows import reference_point
 from search.space.config import SweepConfig, load_config
 from search.space.params import param_values
 from search.space.suggest import plan, suggest
-from search.strategy.halving import SuccessiveHalving, is_first_point, never_stopped, rung_steps
+from search.strategy.halving import (
+    SuccessiveHalving,
+    is_first_point,
+    never_stopped,
+    rung_config,
+    rung_steps,
+)
 from search.strategy.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
 from search.strategy.screen import Screened, points_to_try
 
@@ -150,19 +157,42 @@ class Stage:
     final: bool
 
 
-def stages(curve: Curve, rungs: Sequence[int]) -> list[Stage]:
-    """What a trial of `curve` reports, and when, under a scheduler judging at `rungs`: a
-    cheap evaluation at each rung, then the final one. Evaluations add to the trial's time."""
+def stages(curve: Curve, rungs: Sequence[int], own_score: bool = False) -> list[Stage]:
+    """What a trial of `curve` reports, and when, under a scheduler judging at `rungs`: an
+    evaluation at each rung (the table's cheap one, or with `own_score` the sweep's own), then
+    the final one. Evaluations add to the trial's time."""
     out, evals = [], 0.0
     for step in rungs:
         point = curve.checkpoints[step]
-        evals += point.rung_eval_seconds
+        evals += point.eval_seconds if own_score else point.rung_eval_seconds
         seconds = curve.setup_seconds + point.train_seconds + evals
-        out.append(Stage(seconds, step, point.rung_rouge, final=False))
+        out.append(Stage(seconds, step, point.rouge if own_score else point.rung_rouge, False))
     last = curve.checkpoints[curve.budget]
     seconds = curve.setup_seconds + last.train_seconds + evals + last.eval_seconds
     out.append(Stage(seconds, curve.budget, last.rouge, final=True))
     return out
+
+
+def scores_rungs_as_final(config: SweepConfig, budget: int) -> bool:
+    """Whether the sweep's rungs score as its final evaluation does (all evaluation pairs, its
+    own decoding: the table's final columns at each step) rather than as the table's cheap
+    rung score (`bench.learning_curves.RUNGS`); the rung settings come from the product's
+    `rung_config`.
+
+    Raises:
+        SystemExit: the rungs score some other way, which the table did not measure.
+    """
+    rungs = rung_config(config.scheduler, budget)
+    beams = rungs.num_beams or config.decoding.num_beams
+    if (rungs.examples, beams) == (TABLE_RUNGS.examples, TABLE_RUNGS.num_beams):
+        return False
+    if rungs.examples is None and beams == config.decoding.num_beams:
+        return True
+    raise SystemExit(
+        f"the table scores rungs on {TABLE_RUNGS.examples} pairs with {TABLE_RUNGS.num_beams} "
+        "beam(s), or as the final evaluation (scheduler.rung_examples=null, rung_num_beams="
+        f"{config.decoding.num_beams}); not on {rungs.examples} pairs with {beams}"
+    )
 
 
 @dataclass
@@ -207,10 +237,11 @@ def replay(
     for point in points_to_try(config, screened, parent_layers) if students is None else ():
         study.enqueue_trial(point)
     budget = max(curve.budget for curve in curves.values())
-    rungs = []
+    rungs, own_score = [], False
     if config.scheduler.name == "asha":
         sched = config.scheduler
         rungs = rung_steps(budget, sched.reduction_factor, sched.rungs)
+        own_score = scores_rungs_as_final(config, budget)
     rule = SuccessiveHalving(config.scheduler.reduction_factor, ["max", "min"])
     out = Replay()
     events: list[tuple[float, int, int]] = []  # (time, trial number, stage index)
@@ -244,7 +275,7 @@ def replay(
             trial, key = study.ask(), students[started]
         out.students.append(key)
         curve = curves[key]
-        plan_stages = stages(curve, rungs)
+        plan_stages = stages(curve, rungs, own_score)
         running[trial.number] = (trial, curve, now, plan_stages)
         heapq.heappush(events, (now + plan_stages[0].seconds, trial.number, 0))
         started += 1

@@ -15,6 +15,7 @@ from bench.simulate import (
     Screen,
     load_curves,
     replay,
+    scores_rungs_as_final,
     space_curves,
     stages,
     summarize,
@@ -230,3 +231,23 @@ def test_a_screen_costs_its_seconds_first_and_its_picks_run_after_the_first_poin
     trials = sum(full_cost(curves[s]) for s in screened.students)
     assert screened.compute == pytest.approx(10.0 + trials)
     assert screened.makespan == pytest.approx(10.0 + trials)  # one worker, after the screen
+
+
+def test_rungs_scored_as_the_final_evaluation_take_the_tables_final_columns(curves):
+    curve = curves[(2, 2, "sft")]
+    assert [(s.seconds, s.rouge) for s in stages(curve, [3, 9], own_score=True)] == [
+        (2.0 + 3.0 + FINAL_EVAL, 13.0),
+        (2.0 + 9.0 + 2 * FINAL_EVAL, 21.0),
+        (2.0 + 27.0 + 3 * FINAL_EVAL, 31.0),
+    ]
+    cheap = space()  # rung_examples 50, rung_num_beams 1: the table's rung columns
+    assert not scores_rungs_as_final(cheap, 27)
+    own = {"name": "asha", "rung_examples": None, "rung_num_beams": cheap.decoding.num_beams}
+    assert scores_rungs_as_final(space(scheduler=own), 27)
+    # 1+2 is dominated by 2+1 on the cheap rung score and the final one alike, as in the table.
+    result = replay(with_choice(space(scheduler=own), "random", "asha", 0), curves, 1, 2,
+                    [0.0, 400.0], students=THEN_DOMINATED)  # fmt: skip
+    assert result.stopped == 1
+    assert result.compute == pytest.approx((2.0 + 27.0 + 3 * FINAL_EVAL) + (2.0 + 3.0 + FINAL_EVAL))
+    with pytest.raises(SystemExit, match="not on 20 pairs with 1"):
+        scores_rungs_as_final(space(scheduler={"name": "asha", "rung_examples": 20}), 27)
