@@ -8,7 +8,8 @@ rung, each rung's cheap evaluation, the final evaluation), cut where the schedul
 The proposals come from the product's own sampler (`search.driver.tuner.make_sampler`, the sweep's
 `first:` points, the zero-shot screen's picks from bench/screen.csv by `search.strategy.screen`, and
 `search.space.suggest.suggest`/`plan`), and the stopping decisions from the product's own rule
-(`search.strategy.halving.SuccessiveHalving`), not from copies of them.
+(`search.strategy.halving.SuccessiveHalving`, sparing the points `never_stopped` names), not
+from copies of them.
 
     python -m bench.simulate                                  # every sampler x scheduler
     python -m bench.simulate --set sampler.screen=0           # without the screen
@@ -50,7 +51,7 @@ from search.strategy.halving import (
     rung_steps,
 )
 from search.strategy.repeats import MAX_REPEATS, STOPPED_AT_ATTR, answer_repeat
-from search.strategy.screen import Screened, points_to_try
+from search.strategy.screen import Screened, pick_points, points_to_try
 
 SAMPLERS = ("random", "tpe", "gp", "nsga2")
 SCHEDULERS = ("fifo", "asha")
@@ -236,6 +237,7 @@ def replay(
     screened = screen.students if screen else []
     for point in points_to_try(config, screened, parent_layers) if students is None else ():
         study.enqueue_trial(point)
+    spared = never_stopped(config, pick_points(config, screened, parent_layers))
     budget = max(curve.budget for curve in curves.values())
     rungs, own_score = [], False
     if config.scheduler.name == "asha":
@@ -247,7 +249,6 @@ def replay(
     events: list[tuple[float, int, int]] = []  # (time, trial number, stage index)
     running: dict[int, tuple[optuna.Trial, Curve, float, list[Stage]]] = {}
     started = 0
-    spared = never_stopped(config)
     first: set[int] = set()  # trial numbers of those points
 
     def propose() -> tuple[optuna.Trial, Student]:
@@ -273,6 +274,10 @@ def replay(
             trial, key = propose()
         else:
             trial, key = study.ask(), students[started]
+            encoder, decoder, strategy = key
+            given = {"encoder": encoder, "decoder": decoder, "strategy": strategy}
+            if is_first_point(given, spared):  # spared as when the sampler proposed it
+                first.add(trial.number)
         out.students.append(key)
         curve = curves[key]
         plan_stages = stages(curve, rungs, own_score)

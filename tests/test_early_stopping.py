@@ -146,6 +146,25 @@ def test_a_first_point_is_judged_but_never_stopped_unless_the_sweep_says_so():
     assert never_stopped(stop_first) == []
 
 
+def test_the_screens_picks_are_spared_like_the_first_points_unless_the_sweep_says_so():
+    config = config_from_dict(tiny_space("unused"))
+    pick = {"strategy": "sft", "encoder": 3, "decoder": 2}
+    spared = never_stopped(config, [pick])
+    assert spared == [{"encoder": 4, "decoder": 3, "strategy": "sft"}, pick]
+    scheduler = SuccessiveHalvingStopping(SchedulerConfig("asha"), OBJECTIVES, spared)
+
+    def report(trial_id, values, rouge):
+        trial = SimpleNamespace(trial_id=trial_id, config={**values, "learning_rate": 1e-3})
+        result = {"step": 56, "rougeL": rouge, "params": 2e6, "rung": 1}
+        return scheduler.on_trial_result(None, trial, result)
+
+    assert report("a", {"strategy": "sft", "encoder": 2, "decoder": 3}, 30.0) == "CONTINUE"
+    assert report("pick", pick, 20.0) == TrialScheduler.CONTINUE  # dominated, spared
+    assert report("other", {**pick, "strategy": "last"}, 20.0) == TrialScheduler.STOP
+    stop_first = config_from_dict(tiny_space("unused", scheduler={"stop_first": True}))
+    assert never_stopped(stop_first, [pick]) == []
+
+
 @pytest.mark.slow
 def test_stopped_trials_are_stopped_in_mlflow_and_pruned_in_optuna(tmp_path, tiny_t5_path):
     # asha with eta 2 and 3 rungs judges at steps 3 and 6 of 12. With parameter count the only

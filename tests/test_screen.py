@@ -14,6 +14,7 @@ from search.space.config import ConfigError, config_from_dict
 from search.space.suggest import plan
 from search.strategy.screen import (
     Screened,
+    pick_points,
     points_to_try,
     screen_candidates,
     screen_csv,
@@ -155,3 +156,9 @@ def test_each_student_is_scored_untrained_on_the_first_pairs(tiny_t5_path):
         expected = eval_loss(parent, prepared.data.eval_head(5), pad_token_id=0)
     assert whole.loss == pytest.approx(expected, rel=1e-5)
     assert all(math.isfinite(s.loss) and s.params < whole.params for s in (scores[0], scores[2]))
+
+
+def test_the_picks_as_points_are_what_the_sweep_tries_after_the_first_points():
+    config = config_of(first=[{"encoder": 4, "decoder": 3}])
+    assert pick_points(config, SCREEN, PARENT) == points_to_try(config, SCREEN, PARENT)[1:]
+    assert pick_points(config, [], PARENT) == []

@@ -233,6 +233,40 @@ def test_a_screen_costs_its_seconds_first_and_its_picks_run_after_the_first_poin
     assert screened.makespan == pytest.approx(10.0 + trials)  # one worker, after the screen
 
 
+def misjudged(curves):
+    """The table with 1+2 misjudged at its rungs: dominated there by 2+1 (same size), yet the
+    best student of its size at the end (30 against 2+1's 29)."""
+    one_two = curves[(1, 2, "sft")]
+    end = replace(one_two.checkpoints[27], rouge=30.0)
+    return {**curves, (1, 2, "sft"): replace(one_two, checkpoints={**one_two.checkpoints, 27: end})}
+
+
+# Untrained losses whose front (1+1, 1+2, 2+2; 2+1 dominated) has its knee at 1+2.
+PICKS_1_2 = {(2, 2): 4.0, (2, 1): 9.0, (1, 2): 4.5, (1, 1): 8.0}
+
+
+def test_a_screen_pick_misjudged_at_its_rungs_is_given_its_budget_unless_the_sweep_says_so(
+    curves,
+):
+    table = misjudged(curves)
+    students = [
+        Screened({"strategy": "sft", "encoder": e, "decoder": d}, int(params), 0, PICKS_1_2[e, d])
+        for (e, d), (params, _, _) in TINY.items()
+    ]
+    screen = Screen(students, 0.0)
+    first = [{"encoder": 2, "decoder": 1}]  # runs first, and dominates 1+2 at rung 3 and 9
+    spared = with_choice(space(first=first), "random", "asha", seed=0)
+    result = replay(spared, table, 1, 2, [0.0, 400.0], screen=screen)
+    assert result.students == [(2, 1, "sft"), (1, 2, "sft")]  # the first point, then the knee
+    assert result.stopped == 0 and (30.0, 300.0) in result.points
+    assert result.compute == pytest.approx(2 * (2.0 + 27.0 + 2 * RUNG_EVAL + FINAL_EVAL))
+    # With stop_first the picks are mere starting points: the rule stops 1+2 at rung 3.
+    stop = space(first=first, scheduler={"name": "asha", "rungs": 3, "stop_first": True})
+    stopped = replay(with_choice(stop, "random", "asha", 0), table, 1, 2, [0.0, 400.0],
+                     screen=screen)  # fmt: skip
+    assert stopped.stopped == 1 and (30.0, 300.0) not in stopped.points
+
+
 def test_rungs_scored_as_the_final_evaluation_take_the_tables_final_columns(curves):
     curve = curves[(2, 2, "sft")]
     assert [(s.seconds, s.rouge) for s in stages(curve, [3, 9], own_score=True)] == [

@@ -116,12 +116,15 @@ def _new_tuner(
 
     from search.strategy.early_stopping import make_scheduler
     from search.strategy.halving import never_stopped
+    from search.strategy.screen import pick_points
 
+    picks = pick_points(config, prepared.screen, prepared.parent_layers)
+    spared = never_stopped(config, picks)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=_searcher(config, prepared, callback, paths, first=not earlier),
-            scheduler=make_scheduler(config.scheduler, config.objectives, never_stopped(config)),
+            scheduler=make_scheduler(config.scheduler, config.objectives, spared),
             num_samples=config.trials - earlier,
             # Without a limit Tune lets a searcher have one trial pending at a time, so the
             # other slots idle while that trial's worker starts.

@@ -122,7 +122,7 @@ class SchedulerConfig:
     rung_examples: int | None = 50  # asha: evaluation pairs a rung scores; null: all
     rung_num_beams: int = 1  # asha: a rung's beams (1: greedy); the final score decodes as set
     min_peers: int = 2  # pareto: peers at a step before it stops anything
-    stop_first: bool = False  # whether `first:` points may stop early (false: references)
+    stop_first: bool = False  # whether `first:` points and the screen's picks may stop early
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ of those `n` results, and stops otherwise (Schmucker et al. 2021, "Multi-objecti
 Asynchronous Successive Halving"). A trial never waits for peers, so the rule works with two
 workers as with a hundred: early trials go on, later ones are held to what came before. A
 smaller model is never stopped by bigger ones alone: a point that no other point dominates is
-on the first front. The sweep's `first:` points are judged but never stopped
-(`never_stopped`).
+on the first front. The sweep's `first:` points and the zero-shot screen's picks are judged
+but never stopped (`never_stopped`).
 
 Pure: no Ray, no torch. `search.strategy.early_stopping` runs it as a Ray Tune scheduler, and
 `bench/simulate.py` replays sweeps with the very same rule.
@@ -60,12 +60,25 @@ class SuccessiveHalving:
         return bool(ranks[trials.index(trial)] <= cutoff)
 
 
-def never_stopped(config: SweepConfig) -> list[dict[str, Any]]:
+def never_stopped(
+    config: SweepConfig, picks: Sequence[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
     """The points a scheduler must not stop: the sweep's `first:` points, the references its
-    front is read against (the full model, say), unless `scheduler.stop_first` says they are
-    mere starting points. They run their whole budget and report at the rungs, so the others
-    are judged against them."""
-    return [] if config.scheduler.stop_first else [dict(p) for p in config.first]
+    front is read against (the full model, say), and the zero-shot screen's `picks`
+    (`search.strategy.screen.pick_points`), unless `scheduler.stop_first` says they are mere
+    starting points. They run their whole budget and report at the rungs, so the others are
+    judged against them.
+
+    The picks are the screen's bet on the front's knee: students of middle size, which learn
+    slower early than the big ones, so a cheap early rung misjudges them. The simulator
+    showed it (bench/README.md, "Search simulator"): asha stopped the pick 4+3 at its first
+    rung in every seed, no later proposal of it trained, and TPE with asha needed 25% more
+    compute than without it to reach 0.95 of the front; sparing the picks made it faster than
+    without asha.
+    """
+    if config.scheduler.stop_first:
+        return []
+    return [*(dict(p) for p in config.first), *(dict(p) for p in picks)]
 
 
 def is_first_point(values: Mapping[str, Any], first: Sequence[Mapping[str, Any]]) -> bool:

@@ -6,7 +6,8 @@ evaluation pairs before the first trial (`trainables.screen`). The screen's Pare
 loss against parameters foreshadows the sweep's front, and its knee, by the rule `export` uses
 for the best trade-off (`search.front.pareto.knee`), is the student the screen expects to be that
 trade-off. The sweep trains it and its two neighbours on the screen's front right after the
-`first:` points; the sampler proposes the rest, knowing their scores. A sampler left to
+`first:` points, and early stopping never stops them (`search.strategy.halving.never_stopped`);
+the sampler proposes the rest, knowing their scores. A sampler left to
 itself needs many trials to find such a student among dozens (bench/README.md, "Zero-shot
 screen").
 """
@@ -113,17 +114,22 @@ def screen_picks(
     return [s for s in picks if _kept_layers(s.values, parent_layers) not in tried][:room]
 
 
+def pick_points(
+    config: SweepConfig, screened: Sequence[Screened], parent_layers: tuple[int, int]
+) -> list[dict[str, Any]]:
+    """The screen's picks as points to try: their searched values (a fixed one is not the
+    sampler's to set)."""
+    searched = {k for k in LAYER_KEYS if not isinstance(getattr(config.layers, k), Fixed)}
+    picks = screen_picks(screened, config, parent_layers)
+    return [{k: v for k, v in s.values.items() if k in searched} for s in picks]
+
+
 def points_to_try(
     config: SweepConfig, screened: Sequence[Screened], parent_layers: tuple[int, int]
 ) -> list[dict[str, Any]]:
     """What the sweep tries before the sampler proposes: the `first:` points, then the
-    screen's picks (their searched values: a fixed one is not the sampler's to set)."""
-    searched = {k for k in LAYER_KEYS if not isinstance(getattr(config.layers, k), Fixed)}
-    picks = screen_picks(screened, config, parent_layers)
-    return [
-        *(dict(p) for p in config.first),
-        *({k: v for k, v in s.values.items() if k in searched} for s in picks),
-    ]
+    screen's picks (`pick_points`)."""
+    return [*(dict(p) for p in config.first), *pick_points(config, screened, parent_layers)]
 
 
 def screen_csv(screened: Sequence[Screened]) -> str:
