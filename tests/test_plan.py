@@ -41,6 +41,10 @@ def test_asha_shares_follow_the_rule_and_fifo_runs_everything(tiny_t5_path):
     assert shares[0] == 1.0 and shares[-1] < 0.8
     alone = planning.budget_shares(asha, sizes, [])  # no first: point: 8 trials judged
     assert len(alone) == 8 and alone[0] == 1.0  # the first to report has no one to trail
+    # With the screen, its picks (the three trials after the first: point) are never stopped.
+    screened = config_from_dict({**space, "scheduler": {"name": "asha"}, "sampler": {"screen": 8}})
+    picked = planning.budget_shares(screened, sizes, full)
+    assert picked[:3] == [1.0] * 3 and min(picked[3:]) < 1.0
 
 
 def test_a_trial_pays_for_its_start_steps_rungs_and_final_evaluation():

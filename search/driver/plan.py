@@ -47,7 +47,7 @@ from search.space.config import ConfigError, SweepConfig
 from search.space.params import Choice, Fixed, FloatRange, IntRange, Param
 from search.space.suggest import InfeasibleError, plan
 from search.strategy.halving import SuccessiveHalving, is_first_point, rung_config
-from search.strategy.screen import describe_student, screen_candidates
+from search.strategy.screen import MOST_PICKS, describe_student, screen_candidates
 from trainables.config import RungConfig, TrialConfig
 from trainables.memory import size_text
 from trainables.probe import TrialProbe
@@ -238,12 +238,15 @@ def budget_shares(
     asha's own rule (`SuccessiveHalving`, the sweep's objectives) replayed `HALVING_RUNS` times,
     the trials reporting in the order they start: each trial's size objectives (params, size)
     its student's size, the `first:` points' own and the others' drawn from `sizes` (the
-    space's students); every other objective a uniform random draw at each rung.
+    space's students); every other objective a uniform random draw at each rung. The screen's
+    picks, the trials right after the `first:` points, are judged but never stopped
+    (`search.strategy.halving.never_stopped`).
     """
     firsts = 0 if config.scheduler.stop_first else min(len(first_sizes), config.trials)
     others = config.trials - firsts
     if config.scheduler.name != "asha":
         return [1.0] * others
+    spared = 0 if config.scheduler.stop_first or not config.sampler.screen else MOST_PICKS
     eta = config.scheduler.reduction_factor
     fractions = [eta**-k for k in range(config.scheduler.rungs - 1, 0, -1)]
     objectives = [(o.metric in SIZE_METRICS, o.mode) for o in config.objectives]
@@ -262,7 +265,7 @@ def budget_shares(
             size = float(rng.choice(sizes))
             share = 1.0  # it runs to the end unless a rung stops it
             for rung, fraction in enumerate(fractions):
-                if not rule.judge(str(trial), rung, point(size)):
+                if not rule.judge(str(trial), rung, point(size)) and trial >= spared:
                     share = fraction
                     break
             reached[trial] += share

@@ -32,6 +32,7 @@ ScoreStudents = Callable[[list[tuple[Sequence[int], Sequence[int]]], Any], list[
 
 LAYER_KEYS = ("strategy", "encoder", "decoder")
 SCREEN_FILE = "screen.csv"  # kept on the sweep's parent run
+MOST_PICKS = 3  # the knee of the screen's front and its two neighbours
 
 
 @dataclass(frozen=True)
