@@ -86,7 +86,10 @@ def test_closed_workers_give_their_resources_back(ray_with_two_gpus, tiny_t5_pat
     config = gpu_config(tiny_t5_path)
     prepared = prepare(config)
     workers = BaseWorkers(config)
+    # The estimate probes on one worker first; the labels after it get every trial slot.
+    assert workers.start(prepared.base, work=1) == 1
     assert workers.start(prepared.base, work=5) == 2  # as many as trials run at once
+    assert len(workers.actors) == len(workers.places) == 2
     assert ray.available_resources().get("GPU", 0) == 0
     workers.close()
     deadline = time.monotonic() + 60  # ray.kill returns at once; the release follows

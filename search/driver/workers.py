@@ -55,26 +55,29 @@ class BaseWorkers:
         self.start_seconds = 0.0  # what starting them took: Ray workers, imports, the model
 
     def start(self, base: PackedModel, work: int) -> int:
-        """Start as many workers as trials may run at once, at most `work`, each holding
-        `base`; how many run. Once started, they stay until `close`."""
-        if self.actors:
-            return len(self.actors)
+        """Have as many workers as trials may run at once, at most `work`, each holding
+        `base`; how many run. Once started, they stay until `close`; a later call with more
+        work (the labels after the estimate's one probe worker) adds the ones missing."""
         import ray
 
         from trainables.preparation import BaseModelWorker
 
         self.wait_for_ray()
         count = max(1, min(work, trial_slots(self.config, ray.cluster_resources())))
+        if count <= len(self.actors):
+            return len(self.actors)
         resources = self.config.resources
         threads = max(1, int(resources.cpus))
         remote = ray.remote(BaseModelWorker).options(
             num_cpus=resources.cpus, num_gpus=resources.gpus
         )
         began = time.perf_counter()
-        self.base = ray.put(base)
-        self.actors = [remote.remote(self.base, threads) for _ in range(count)]
-        self.places = ray.get([actor.where.remote() for actor in self.actors])
-        self.start_seconds = time.perf_counter() - began
+        if self.base is None:
+            self.base = ray.put(base)
+        added = [remote.remote(self.base, threads) for _ in range(count - len(self.actors))]
+        self.places += ray.get([actor.where.remote() for actor in added])
+        self.actors += added
+        self.start_seconds += time.perf_counter() - began
         return count
 
     def describe(self) -> str:
@@ -166,7 +169,7 @@ class BaseWorkers:
 
         for actor in self.actors:
             ray.kill(actor)
-        self.actors = []
+        self.actors, self.places = [], []
 
     def _pool(self) -> Any:
         from ray.util import ActorPool
