@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from tiny import tiny_space
 
+from search.front.plot import TEACHER_NAME
 from search.front.rows import front_rows, reference_point, write_front_csv
 from search.record.front_log import update_front
 from search.space.config import config_from_dict
@@ -42,14 +43,19 @@ class FakeTrialRuns:
 
 class FakeTracker:
     """What `update_front` asks of a `Tracker`: the trials by outcome (one stopped), the
-    sweep's name, and a place to log."""
+    sweep's name and metrics (the teacher's own score among them), and a place to log."""
 
     sweep_run_id = "sweep-run"
 
-    def __init__(self, rows: list[dict]) -> None:
+    def __init__(self, rows: list[dict], teacher_rouge: float | None = 36.5) -> None:
         self.trials = FakeTrialRuns(rows)
         self.metrics: list[tuple[dict, int]] = []
         self.artifacts: dict[str, str] = {}
+        self.teacher_rouge = teacher_rouge
+
+    def sweep_metrics(self) -> dict[str, float]:
+        scored = {"teacher_rougeL": self.teacher_rouge, "teacher_words": 6.0}
+        return {"prepare_seconds": 3.0, **(scored if self.teacher_rouge is not None else {})}
 
     def run_info(self, run_id: str) -> SimpleNamespace:
         assert run_id == self.sweep_run_id
@@ -112,6 +118,8 @@ def test_update_front_marks_logs_and_drops_the_dominated_weights(tmp_path):
     assert "tiny-20261202-0000: rougeL (max) vs params (min)" in html
     assert "4 finished, 2 on the front, 1 stopped; hypervolume 1.4e+04" in html
     assert "knee (export's pick)" in html
+    # The teacher's own summaries, at the base model's size: a reference point, on no front.
+    assert TEACHER_NAME in html and "rougeL: 36.5" in html and "params: 500" in html
     assert sorted(p.name for p in weights.iterdir()) == ["a", "c"]
 
 

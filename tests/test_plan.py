@@ -11,6 +11,7 @@ from test_sweep import shrink_sweep
 from tiny import tiny_space
 
 from search.driver import plan as planning
+from search.space import suggest
 from search.space.config import config_from_dict
 from search.space.params import Choice, Fixed, FloatRange, IntRange
 from trainables.config import RungConfig
@@ -22,10 +23,10 @@ def probe(params: int, step: float, start: float = 2.0, per_pair: float = 0.1) -
 
 
 def test_typical_values_are_the_fixed_the_first_or_the_middle():
-    assert planning.typical(Fixed(3)) == 3
-    assert planning.typical(Choice(("pseudo", "gold"))) == "pseudo"
-    assert planning.typical(IntRange(100, 301)) == 200
-    assert planning.typical(FloatRange(1e-4, 1e-2, log=True)) == pytest.approx(1e-3)
+    assert suggest.typical(Fixed(3)) == 3
+    assert suggest.typical(Choice(("pseudo", "gold"))) == "pseudo"
+    assert suggest.typical(IntRange(100, 301)) == 200
+    assert suggest.typical(FloatRange(1e-4, 1e-2, log=True)) == pytest.approx(1e-3)
 
 
 def test_asha_shares_follow_the_rule_and_fifo_runs_everything(tiny_t5_path):

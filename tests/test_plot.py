@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.front.plot import FRONT_NAME, KNEE_NAME, TRIALS_NAME, pareto_figure, write_pareto_html
+from search.front.plot import (
+    FRONT_NAME,
+    KNEE_NAME,
+    TEACHER_NAME,
+    TRIALS_NAME,
+    pareto_figure,
+    write_pareto_html,
+)
 
 ROWS = [
     {
@@ -139,3 +146,17 @@ def test_a_third_objective_colors_every_marker_on_one_scale() -> None:
     assert by_x == {row["params"]: row["latency_ms"] for row in rows}
     assert {(t.marker.cmin, t.marker.cmax) for t in fig.data} == {(0.0, 40.0)}
     assert _trace(fig, FRONT_NAME).marker.colorbar.title.text == "latency_ms"
+
+
+def test_the_teacher_is_a_reference_point_on_no_front() -> None:
+    """The base model's own summaries, at its size: drawn apart, moving no trial's marker."""
+    teacher = {"trial": "teacher (untrained)", "params": 100_000_000, "rougeL": 0.35}
+    fig = pareto_figure(ROWS, "params", "rougeL", "min", "max", title="t", teacher=teacher)
+    point = _trace(fig, TEACHER_NAME)
+    assert (list(point.x), list(point.y)) == ([100_000_000], [0.35])
+    assert fig.data[-1] is point and point.hovertext[0].startswith("trial teacher (untrained)")
+    # The front is the trials' own: trial 12 (0.30 at the same size) stays on it.
+    assert 100_000_000 in list(_trace(fig, FRONT_NAME).x)
+    # Not drawn when the plot's axes are metrics it was not scored on.
+    fig = pareto_figure(ROWS, "params", "lr", "min", "max", title="t", teacher=teacher)
+    assert TEACHER_NAME not in {trace.name for trace in fig.data}

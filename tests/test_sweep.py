@@ -71,6 +71,12 @@ def test_sweep_records_nested_runs_front_and_study(tmp_path, tiny_t5_path):
     )
     assert parent.data.metrics["prepare_seconds"] > 0
     assert parent.data.metrics["ray_start_seconds"] > 0
+    # The teacher's own summaries of the 12 evaluation pairs, as printed, kept with the sweep.
+    teacher = parent.data.metrics["teacher_rougeL"]
+    assert f"teacher (the base model, untrained): ROUGE-L {teacher:.2f} on 12 evaluation" in (
+        done.stdout
+    )
+    assert parent.data.metrics["reference_words"] > 1 and "teacher_words" in parent.data.metrics
     assert len(children) == 2
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -134,7 +140,8 @@ def assert_progress_to_a_pipe(stdout: str, stderr: str, store: Path) -> None:
     sweep's log file."""
     lines = stdout.splitlines()
     phases = ["checking ", "checking the model", "loading the model and tokenizing 200 training"]
-    phases += ["ready: model and data in", "sweep tiny-", "library messages and warnings: "]
+    phases += ["teacher (the base model, untrained): ROUGE-L ", "ready: model and data in"]
+    phases += ["sweep tiny-", "library messages and warnings: "]
     assert [line[: len(p)] for line, p in zip(lines, phases, strict=False)] == phases, lines[:6]
     first_end = next(i for i, line in enumerate(lines) if line.startswith("[1/2] trial"))
     status = [i for i, line in enumerate(lines) if re.search(r" step \d+/8 loss ", line)]
@@ -144,7 +151,7 @@ def assert_progress_to_a_pipe(stdout: str, stderr: str, store: Path) -> None:
     notices = ("Token authentication", "INFO mlflow", "Warning", "alembic", "Traceback")
     assert [n for n in notices if n in stdout + stderr] == []
     (log,) = (store / "logs").iterdir()
-    assert lines[5].endswith(str(log))
+    assert lines[6].endswith(str(log))
     assert "Creating initial MLflow database tables" in log.read_text()
 
 

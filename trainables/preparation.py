@@ -1,6 +1,7 @@
 """The preparation's work on one worker: the base model loaded once onto the worker's device,
-then its summaries of shards of sources (pseudo-labels) and students cut from it scored
-untrained (the zero-shot screen).
+then its summaries of shards of sources (pseudo-labels, and its own score on the evaluation
+split), students cut from it scored untrained (the zero-shot screen), and students trained
+briefly: what they cost (`plan`) and what gold summaries teach (`train.targets: auto`).
 
 Plain Python, no Ray: the driver runs `BaseModelWorker` as Ray actors on the trials' resources
 (`search.driver.workers`), and the same class runs in the driver's own process when no worker is
@@ -78,4 +79,22 @@ class BaseModelWorker:
 
         return probe_trial(
             config, base, data, decoding, steps, pairs, self.threads, gpu_share, memory_limit
+        )
+
+    def gold_probe(
+        self,
+        base: PackedModel,
+        config: TrialConfig,
+        data: TokenizedData,
+        decoding: DecodingConfig,
+        steps: int,
+        gpu_share: float = 1.0,
+        memory_limit: int | None = None,
+    ) -> dict[str, float]:
+        """The full model of `config` fine-tuned briefly on the gold summaries and scored here
+        (`trainables.teacher.gold_probe`)."""
+        from trainables.teacher import gold_probe
+
+        return gold_probe(
+            config, base, data, decoding, steps, self.threads, gpu_share, memory_limit
         )

@@ -10,9 +10,10 @@ sweep's and in the rungs' decoding, the peak of a step on the longest batch). Fr
   student's set-up, its steps, its rung evaluations and its final evaluation;
 - asha's stops: the sweep's own halving rule (`search.strategy.halving`) replayed on random
   results, the `first:` points judged but never stopped, says how far a trial gets on average;
-- the wall time: the preparation (the pseudo-labels still to make at the rate one worker was
-  timed at, on as many workers as trials run at once; the screen), then the trials handed to
-  the trial slots in the order they start.
+- the wall time: the preparation (the teacher's own summaries of the evaluation split and, for
+  `train.targets: auto`, the full model's short gold fine-tune; the pseudo-labels still to
+  make at the rate one worker was timed at, on as many workers as trials run at once; the
+  screen), then the trials handed to the trial slots in the order they start.
 
 A space whose largest student does not fit its device even at a micro-batch of one with
 gradient checkpointing is refused (`PlanError`).
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,16 +37,18 @@ from search.driver.preflight import (
     Prepared,
     check_inputs,
     check_resources,
+    chooses_targets,
     needs_pseudo_labels,
     prepare,
 )
 from search.driver.progress import duration
 from search.driver.workers import BaseWorkers, trial_slots
 from search.record.paths import SweepPaths
-from search.space.config import ConfigError, SweepConfig
-from search.space.params import Choice, Fixed, FloatRange, IntRange, Param
-from search.space.suggest import InfeasibleError, plan
+from search.space.config import AUTO_TARGETS, ConfigError, SweepConfig
+from search.space.params import Fixed, FloatRange, IntRange, Param
+from search.space.suggest import InfeasibleError, plan, typical_values
 from search.strategy.halving import SuccessiveHalving, is_first_point, rung_config
+from search.strategy.recipe import probe_steps
 from search.strategy.screen import MOST_PICKS, describe_student, screen_candidates
 from trainables.config import RungConfig, TrialConfig
 from trainables.memory import size_text
@@ -122,7 +124,7 @@ def plan_sweep(
         if not address:
             raise
         raise cluster_refused(address, err) from None
-    prepared = prepare(config, inputs, SweepPaths(store).pseudo_labels, generate_labels=False)
+    prepared = prepare(config, inputs, SweepPaths(store).pseudo_labels, read_only=True)
     workers = BaseWorkers(config)
     try:
         return estimate_sweep(config, prepared, workers, ray_seconds)
@@ -153,6 +155,7 @@ def estimate_sweep(
     probes, checkpointed = _probe(workers, prepared, students)
     to_make = _labels_to_make(config, prepared) if labels_missing else 0
     preparation = ray_seconds + prepared.seconds + prepared.screen_seconds
+    preparation += _teacher_seconds(config, prepared, students[0], probes[0], slots)
     if to_make:
         sources = list(prepared.data.train_input_ids.head(LABEL_PROBE_SOURCES))
         preparation += to_make / (workers.label_rate(prepared.base, sources) * slots)
@@ -194,6 +197,8 @@ def student_configs(
     from trainables.train import total_steps
 
     values = typical_values(config)
+    if values["targets"] == AUTO_TARGETS:  # probed as it will likely train: labels if made
+        values["targets"] = "gold" if prepared.data.pseudo_labels is None else "pseudo"
     if gold:
         values["targets"] = "gold"
     students = []
@@ -205,28 +210,6 @@ def student_configs(
         steps = total_steps(student.train, _training_rows(prepared, student.train.targets))
         students.append(dataclasses.replace(student, rungs=rung_config(config.scheduler, steps)))
     return students
-
-
-def typical_values(config: SweepConfig) -> dict[str, Any]:
-    """Every train value and the layer strategy at its typical value (`typical`); `sft` for
-    `mask`, whose students are layer by layer, not counts."""
-    train = {
-        f.name: typical(getattr(config.train, f.name)) for f in dataclasses.fields(config.train)
-    }
-    strategy = typical(config.layers.strategy)
-    return {**train, "strategy": "sft" if strategy == "mask" else strategy}
-
-
-def typical(param: Param) -> Any:
-    """A fixed value, the first choice, or the middle of a range (geometric for a log one)."""
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, Choice):
-        return param.options[0]
-    middle = (param.low + param.high) / 2
-    if param.log:
-        middle = math.sqrt(param.low * param.high)
-    return round(middle) if isinstance(param, IntRange) else middle
 
 
 def budget_shares(
@@ -414,6 +397,24 @@ def _screen_seconds(
     layers = [(s.encoder_layers, s.decoder_layers) for s in students]
     _, seconds = _timed(workers.zero_shot, prepared.base, layers, head)
     return seconds / len(layers) * len(screen_candidates(config, prepared.parent_layers)) / slots
+
+
+def _teacher_seconds(
+    config: SweepConfig, prepared: Prepared, full: TrialConfig, probe: TrialProbe, slots: int
+) -> float:
+    """The teacher's own summaries of the evaluation split (on every worker; the largest
+    student's evaluation rate), and for `train.targets: auto` the gold probe (the full
+    model's steps and evaluation on one worker), unless done already."""
+    from trainables.train import total_steps
+
+    if prepared.teacher is not None:
+        return 0.0
+    evaluation = len(prepared.data.eval_references) * probe.eval_seconds_per_pair
+    seconds = evaluation / slots
+    if chooses_targets(config):
+        steps = probe_steps(total_steps(full.train, len(prepared.data.train_input_ids)))
+        seconds += probe.start_seconds + steps * probe.step_seconds + evaluation
+    return seconds
 
 
 def _labels_to_make(config: SweepConfig, prepared: Prepared) -> int:

@@ -8,6 +8,7 @@ which every trial receives through Ray's object store.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from search.console import echo
 from search.driver.progress import duration
-from search.space.config import ConfigError, SweepConfig
-from search.space.params import param_values
+from search.space.config import AUTO_TARGETS, ConfigError, SweepConfig
+from search.space.params import Fixed, param_values
+from search.space.suggest import plan, typical_values
+from search.strategy.recipe import RecipeChoice, choose_targets, probe_steps
 from trainables.data import check_source_length, load_splits
 from trainables.shrink import (
     LayerSizes,
@@ -29,6 +32,7 @@ from trainables.shrink import (
     layer_counts,
     layer_sizes,
 )
+from trainables.teacher import TeacherScore, teacher_score
 from trainables.tokens import TokenizedData, tokenize_splits
 from trainables.trial import ModelError, PackedModel, load_model_config, pack_base, resolve_model
 
@@ -69,11 +73,26 @@ class Prepared:
     screen_where: str = ""  # where the screen ran, e.g. "on 2 workers (cpu)"
     plan: Any = None  # what the rest of a new sweep will cost (`search.driver.plan.SweepPlan`)
     pseudo_labels: str = ""  # where they came from: "read from <file>" or "generated on ..."
+    teacher: TeacherScore | None = None  # the base model's own summaries, for a new sweep
+    recipe: RecipeChoice | None = None  # what `train.targets: auto` chose
 
 
 def needs_pseudo_labels(config: SweepConfig) -> bool:
-    """Whether any trial of the sweep may train on the base model's pseudo-labels."""
-    return bool({"pseudo", "both"} & set(param_values(config.train.targets) or []))
+    """Whether any trial of the sweep may train on the base model's pseudo-labels (with
+    `targets: auto`, when it picks them)."""
+    return bool({"pseudo", "both", AUTO_TARGETS} & set(param_values(config.train.targets) or []))
+
+
+def chooses_targets(config: SweepConfig) -> bool:
+    """Whether the sweep chooses its targets itself (`train.targets: auto`)."""
+    return param_values(config.train.targets) == [AUTO_TARGETS]
+
+
+def with_targets(config: SweepConfig, targets: str) -> SweepConfig:
+    """`config` with every trial training on `targets`."""
+    return dataclasses.replace(
+        config, train=dataclasses.replace(config.train, targets=Fixed(targets))
+    )
 
 
 def _pseudo_labeled(
@@ -85,13 +104,12 @@ def _pseudo_labeled(
     cache: Path | None,
     progress: bool,
     workers: BaseWorkers | None,
+    key: dict[str, str],
     generate: bool = True,
-    before_making: Callable[[], None] = lambda: None,
 ) -> tuple[TokenizedData, str]:
     """The data with pseudo-labels, and where they came from (read from a file, or generated
-    on workers, `before_making` called first); without `generate`, the data as it is when
-    they were not made before."""
-    from trainables.fingerprint import model_key
+    on workers); without `generate`, the data as it is when they were not made before.
+    `key` is the base model's content key (`trainables.fingerprint.model_key`)."""
     from trainables.pseudo import add_pseudo_labels, in_process
 
     if not generate:
@@ -100,8 +118,6 @@ def _pseudo_labeled(
         make = workers.make_shards(base, config.decoding)
     else:
         make = in_process(model, tokenizer, config.decoding)
-    if make is not None:
-        make = _first_calling(before_making, make)
     last_report = [0.0]
 
     def report(at: ShardProgress) -> None:
@@ -119,7 +135,6 @@ def _pseudo_labeled(
         logger.warning(message)
         echo(progress, f"warning: {message}")
 
-    key = model_key(model, tokenizer)
     labeled, source = add_pseudo_labels(
         data, tokenizer, key, config.data, config.decoding, cache, make, warn, report
     )
@@ -140,14 +155,6 @@ def _pseudo_labeled(
         origin += f", {source.shards_kept} of {shards} shards kept"
     echo(progress, f"{count} {origin}, kept in {cache}")
     return labeled, origin
-
-
-def _first_calling(first: Callable[[], None], then: Callable[..., None]) -> Callable[..., None]:
-    def call(*args: Any) -> None:
-        first()
-        then(*args)
-
-    return call
 
 
 def check_inputs(config: SweepConfig) -> tuple[Any, Any]:
@@ -276,17 +283,24 @@ def prepare(
     pseudo_label_cache: Path | None = None,
     progress: bool = False,
     workers: BaseWorkers | None = None,
-    generate_labels: bool = True,
-    before_labels: Callable[[Prepared], None] | None = None,
+    read_only: bool = False,
+    before_work: Callable[[Prepared], None] | None = None,
+    score_teacher: bool = False,
 ) -> Prepared:
     """Check inputs (unless `inputs` is what `check_inputs` returned), then load the base
     model once and tokenize the data once, with the base model's pseudo-labels when a trial
     may train on them (`train.targets`), read from `pseudo_label_cache` if made before, else
-    made by `workers` (in this process without them; not at all without `generate_labels`).
+    made by `workers` (in this process without them).
 
-    `before_labels`, if given, is called once with the model and data as loaded (with the
-    pseudo-labels made before, if any), before any pseudo-label is made: what it raises stops
-    the preparation before it writes anything.
+    With `score_teacher` (a new sweep), or `train.targets: auto`, the base model's own
+    summaries of the evaluation split are scored first (`Prepared.teacher`); for `auto`, the
+    full model is then fine-tuned briefly on the gold summaries and the targets chosen
+    (`search.strategy.recipe`, `Prepared.recipe`): pseudo-labels are made only if it picks them.
+    `read_only` (`plan`) does none of this work: labels made before are read, nothing else.
+
+    `before_work`, if given, is called once with the model and data as loaded (with the
+    pseudo-labels made before, if any), before any other work: what it raises stops the
+    preparation before it writes anything.
 
     Raises:
         ConfigError, DataError, ModelError: bad input (see `check_inputs`), or a model that
@@ -310,19 +324,93 @@ def prepare(
         parent_size=size,
         layer_sizes=layer_sizes(model),
     )
-    checked = False
+    if needs_pseudo_labels(config):  # those made before, read (a file, or every shard)
+        from trainables.fingerprint import model_key
 
-    def check() -> None:
-        nonlocal checked
-        if before_labels is not None and not checked:
-            checked = True
-            before_labels(dataclasses.replace(prepared, seconds=time.perf_counter() - start))
-
-    if needs_pseudo_labels(config):
-        data, origin = _pseudo_labeled(
-            data, config, model, tokenizer, base, pseudo_label_cache, progress, workers,
-            generate_labels, check,
+        labels = functools.partial(
+            _pseudo_labeled, config=config, model=model, tokenizer=tokenizer, base=base,
+            cache=pseudo_label_cache, progress=progress, workers=workers,
+            key=model_key(model, tokenizer),
         )  # fmt: skip
+        data, origin = labels(data, generate=False)
         prepared = dataclasses.replace(prepared, data=data, pseudo_labels=origin)
-    check()
+    if before_work is not None:
+        before_work(dataclasses.replace(prepared, seconds=time.perf_counter() - start))
+    if read_only:
+        return dataclasses.replace(prepared, seconds=time.perf_counter() - start)
+    if score_teacher or chooses_targets(config):
+        teacher = _score_teacher(data, config, model, tokenizer, base, workers, progress)
+        prepared = dataclasses.replace(prepared, teacher=teacher)
+    if chooses_targets(config):
+        recipe = _choose_targets(prepared, config, workers, progress)
+        prepared = dataclasses.replace(prepared, recipe=recipe)
+        config = with_targets(config, recipe.targets)
+        if not needs_pseudo_labels(config):  # read before the choice; not trained on
+            data = dataclasses.replace(data, pseudo_sources=None, pseudo_labels=None)
+            prepared = dataclasses.replace(prepared, data=data, pseudo_labels="")
+    if needs_pseudo_labels(config) and data.pseudo_labels is None:
+        data, origin = labels(data)
+        prepared = dataclasses.replace(prepared, data=data, pseudo_labels=origin)
     return dataclasses.replace(prepared, seconds=time.perf_counter() - start)
+
+
+def _score_teacher(
+    data: TokenizedData,
+    config: SweepConfig,
+    model: Any,
+    tokenizer: Any,
+    base: PackedModel,
+    workers: BaseWorkers | None,
+    progress: bool,
+) -> TeacherScore:
+    """The base model's own summaries of the evaluation split (its shards on `workers`, else
+    in this process), scored as every trial is."""
+    from trainables.pseudo import in_process, shard_plan
+
+    began = time.perf_counter()
+    sources = data.eval_input_ids
+    if workers is not None:
+        make = workers.make_shards(base, config.decoding)
+    else:
+        make = in_process(model, tokenizer, config.decoding)
+    shards = {i: [sources[j] for j in rows] for i, rows in enumerate(shard_plan(sources.lengths))}
+    summaries = [""] * len(sources)
+
+    def keep(index: int, texts: list[str]) -> None:
+        for position, text in zip(shard_plan(sources.lengths)[index], texts, strict=True):
+            summaries[position] = text
+
+    make(shards, keep)
+    score = teacher_score(summaries, data.eval_references)
+    echo(
+        progress,
+        f"teacher (the base model, untrained): ROUGE-L {score.rouge['rougeL']:.2f} on "
+        f"{score.pairs:,} evaluation pairs in the sweep's decoding, its summaries "
+        f"{score.words:.1f} words long, the gold ones {score.reference_words:.1f} "
+        f"({time.perf_counter() - began:.0f}s)",
+    )
+    return score
+
+
+def _choose_targets(
+    prepared: Prepared, config: SweepConfig, workers: BaseWorkers | None, progress: bool
+) -> RecipeChoice:
+    """`train.targets: auto`: the full model fine-tuned briefly on the gold summaries (on one
+    of `workers`, else here) against the teacher's own summaries (`search.strategy.recipe`)."""
+    from trainables.teacher import gold_probe
+    from trainables.train import total_steps
+
+    values = {**typical_values(config), "strategy": "sft", "targets": "gold"}
+    encoder, decoder = prepared.parent_layers
+    full = plan({**values, "encoder": encoder, "decoder": decoder}, prepared.parent_layers)
+    steps = probe_steps(total_steps(full.train, len(prepared.data.train_input_ids)))
+    echo(progress, f"targets: auto; fine-tuning the full model {steps} steps on the gold summaries")
+    job = (full, prepared.base, prepared.data, config.decoding, steps)
+    if workers is not None:
+        probed = workers.gold_probe(*job)
+    else:
+        probed = gold_probe(*job, threads=max(1, int(config.resources.cpus)))
+    assert prepared.teacher is not None
+    choice = choose_targets(prepared.teacher.rouge["rougeL"], probed["rougeL"], steps)
+    echo(progress, f"targets: {choice.reason()} ({probed['seconds']:.0f}s)")
+    return choice

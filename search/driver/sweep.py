@@ -31,17 +31,19 @@ from search.driver.preflight import (
     check_inputs,
     check_resources,
     prepare,
+    with_targets,
 )
 from search.driver.tuner import run_trials
 from search.driver.workers import BaseWorkers
 from search.front.rows import trial_metrics
-from search.record.front_log import update_front
+from search.record.front_log import teacher_metrics, update_front
 from search.record.paths import SweepPaths
 from search.record.store import (
     OUTCOME_TAG,
     PSEUDO_LABELS_TAG,
     SCREEN_PICKS_TAG,
     SCREEN_WHERE_TAG,
+    TARGETS_TAG,
     TRIALS_TAG,
     TUNE_EXPERIMENT_TAG,
     check_store,
@@ -144,8 +146,15 @@ def run_sweep(
     tags = {"base_model": config.model, "optuna_storage": shown_url(paths.optuna_url)}
     if prepared.pseudo_labels:
         tags[PSEUDO_LABELS_TAG] = prepared.pseudo_labels
+    raw = raw if raw is not None else asdict(config)
+    if prepared.recipe is not None:  # kept chosen: a resumed or extended sweep does not choose
+        tags[TARGETS_TAG] = prepared.recipe.reason()
+        config = with_targets(config, prepared.recipe.targets)
+        raw = {**raw, "train": {**raw.get("train", {}), "targets": prepared.recipe.targets}}
     tracker.start_sweep(sweep, _sweep_params(config, prepared), tags)
-    tracker.log_sweep_text(yaml.safe_dump(raw if raw is not None else asdict(config)), SPACE_FILE)
+    tracker.log_sweep_text(yaml.safe_dump(raw), SPACE_FILE)
+    if prepared.teacher is not None:
+        tracker.log_sweep_metrics(teacher_metrics(prepared.teacher), step=0)
     echo(progress, f"sweep {sweep}: {config.trials} trials, tracking {uri}")
     echo(progress, f"library messages and warnings: {keep_log(paths.log(sweep))}")
     if prepared.screen:
@@ -337,8 +346,9 @@ def _prepare(
     workers: BaseWorkers,
 ) -> Prepared:
     """Load and tokenize; for a new sweep, estimate what it will cost (`search.driver.plan`,
-    which refuses a space that cannot fit before anything is written); label; then, for a new
-    sweep, screen (if `sampler.screen` says so). On Ray's workers where there is work for them,
+    which refuses a space that cannot fit before anything is written) and score the teacher
+    (choosing the targets for `train.targets: auto`); label; then, for a new sweep, screen (if
+    `sampler.screen` says so). On Ray's workers where there is work for them,
     which end before the first trial."""
     plans = []
 
@@ -348,11 +358,13 @@ def _prepare(
     try:
         prepared = prepare(
             config, inputs, paths.pseudo_labels, progress, workers,
-            before_labels=estimate if new else None,
+            before_work=estimate if new else None, score_teacher=new,
         )  # fmt: skip
         if not new:
             return prepared
         prepared = dataclasses.replace(prepared, plan=plans[0])
+        if prepared.recipe is not None:
+            config = with_targets(config, prepared.recipe.targets)
         if config.sampler.screen:
             score = functools.partial(workers.zero_shot, prepared.base)
             screened, seconds = screen_students(config, prepared, score)

@@ -154,6 +154,24 @@ class BaseWorkers:
                 raise err.cause from None  # the worker's own error, without Ray's wrapping
         return probes
 
+    def gold_probe(
+        self,
+        full: TrialConfig,
+        base: PackedModel,
+        data: TokenizedData,
+        decoding: DecodingConfig,
+        steps: int,
+    ) -> dict[str, float]:
+        """The full model fine-tuned briefly on the gold summaries and scored, on one worker
+        (`trainables.teacher.gold_probe`)."""
+        import ray
+
+        self.start(base, 1)
+        limit = self.config.resources.memory_limit
+        share = min(1.0, self.config.resources.gpus) or 1.0
+        job = (self.base, full, ray.put(data), decoding, steps, share, limit)
+        return ray.get(self.actors[0].gold_probe.remote(*job))
+
     def label_rate(self, base: PackedModel, sources: Sequence[np.ndarray]) -> float:
         """Sources per second one worker makes pseudo-labels at, timed on `sources`."""
         import ray

@@ -19,6 +19,7 @@ from search.front.pareto import pareto_front
 FRONT_NAME = "Pareto front"
 TRIALS_NAME = "trials"
 KNEE_NAME = "knee (export's pick)"
+TEACHER_NAME = "teacher (its own summaries, untrained)"
 
 
 def pareto_figure(
@@ -30,6 +31,7 @@ def pareto_figure(
     title: str,
     knee: int | None = None,
     color: str | None = None,
+    teacher: Mapping[str, Any] | None = None,
 ) -> go.Figure:
     """Plots every trial against two objectives and highlights their Pareto front.
 
@@ -48,10 +50,12 @@ def pareto_figure(
         knee: Index in `rows` of the trial `shrink-sweep export` picks by default, drawn
             again as a large star in a third trace.
         color: Key of a third objective, shown as the markers' color (with a color bar).
+        teacher: The base model scored on its own summaries, drawn as a reference point (not
+            a trial: it is on no front) in a last trace, when it has both `x` and `y`.
 
     Returns:
-        The figure, with the "trials" trace first, the "Pareto front" trace second, and the
-        knee's trace third if there is one.
+        The figure, with the "trials" trace first, the "Pareto front" trace second, the
+        knee's trace third if there is one, and the teacher's last if it is drawn.
 
     Raises:
         KeyError: If a row lacks `x` or `y`.
@@ -79,6 +83,10 @@ def pareto_figure(
         for trace, group in zip(fig.data, groups, strict=True):
             trace.marker.update(color=[row[color] for row in group], **scale)
         fig.data[1].marker.update(colorbar={"title": color}, showscale=True)
+    if teacher is not None and x in teacher and y in teacher:
+        point = _scatter([teacher], x, y, name=TEACHER_NAME, color="#1f77b4", symbol="x")
+        point.marker.update(size=14)
+        fig.add_trace(point)
     fig.update_layout(
         title=title,
         xaxis_title=f"{x} ({_better(x_mode)})",

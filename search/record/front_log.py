@@ -19,9 +19,33 @@ from search.front.rows import (
     scored_rows,
     write_front_csv,
 )
+from search.record.store import TEACHER_PREFIX
 from search.record.tracker import Tracker
 from search.space.config import SweepConfig
 from search.space.constraints import feasible
+
+
+def teacher_metrics(score: Any) -> dict[str, float]:
+    """The sweep run's metrics for the base model's own summaries of the evaluation split
+    (a `trainables.teacher.TeacherScore`)."""
+    metrics = {f"{TEACHER_PREFIX}{name}": value for name, value in score.rouge.items()}
+    metrics[f"{TEACHER_PREFIX}words"] = score.words
+    metrics["reference_words"] = score.reference_words
+    return metrics
+
+
+def teacher_row(tracker: Tracker, parent_params: int) -> dict[str, Any] | None:
+    """The teacher as the plot shows it, from the sweep run's metrics: the base model's
+    parameters and its own summaries' scores; None if the sweep did not score it."""
+    metrics = tracker.sweep_metrics()
+    scores = {
+        name.removeprefix(TEACHER_PREFIX): value
+        for name, value in metrics.items()
+        if name.startswith(TEACHER_PREFIX)
+    }
+    if not scores:
+        return None
+    return {"trial": "teacher (untrained)", "params": float(parent_params), **scores}
 
 
 def candidate_rows(tracker: Tracker, config: SweepConfig) -> list[dict[str, Any]]:
@@ -55,14 +79,18 @@ def update_front(
     modes = [mode for _, mode in objectives]
     hv = hypervolume(values, modes, reference_point(config, parent_params))
     tracker.log_sweep_metrics({"hypervolume": hv, "front_size": len(front)}, step=len(rows))
-    _log_front_artifacts(tracker, config, rows, hv)
+    _log_front_artifacts(tracker, config, rows, hv, teacher_row(tracker, parent_params))
     if config.keep_weights == "pareto":
         drop_dominated_weights(rows)
     return rows, hv
 
 
 def _log_front_artifacts(
-    tracker: Tracker, config: SweepConfig, rows: list[dict[str, Any]], hv: float
+    tracker: Tracker,
+    config: SweepConfig,
+    rows: list[dict[str, Any]],
+    hv: float,
+    teacher: dict[str, Any] | None,
 ) -> None:
     from search.front.plot import pareto_figure, write_pareto_html
 
@@ -76,7 +104,7 @@ def _log_front_artifacts(
     with tempfile.TemporaryDirectory() as tmp:
         table = write_front_csv(rows, Path(tmp) / "pareto.csv")
         fig = pareto_figure(
-            plot_rows(rows), x.metric, y.metric, x.mode, y.mode, title, knee_row, third
+            plot_rows(rows), x.metric, y.metric, x.mode, y.mode, title, knee_row, third, teacher
         )
         html = write_pareto_html(fig, Path(tmp) / "pareto.html")
         tracker.log_sweep_artifact(table)

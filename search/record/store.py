@@ -29,6 +29,11 @@ SCREEN_PICKS_TAG = "shrink_sweep.screen_picks"  # the students the screen had tr
 # pseudo-labels were read from.
 SCREEN_WHERE_TAG = "shrink_sweep.screen_where"
 PSEUDO_LABELS_TAG = "shrink_sweep.pseudo_labels"
+# What `train.targets: auto` chose and why ("pseudo: the teacher's own summaries score ...").
+TARGETS_TAG = "shrink_sweep.targets"
+# The base model's own summaries of the evaluation split, scored as a trial is: the sweep run's
+# metrics TEACHER_PREFIX + rouge1 / rouge2 / rougeL / rougeLsum / words, and reference_words.
+TEACHER_PREFIX = "teacher_"
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow 3 keeps an experiment's kind in this tag; "custom_model_development" is its
 # model-training kind (the UI's "Model training" side), "genai_development" its GenAI one.

@@ -103,6 +103,10 @@ class Tracker:
     def log_sweep_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self.record.log(self.sweep_run_id, metrics=metrics, step=step)
 
+    def sweep_metrics(self) -> dict[str, float]:
+        """The sweep run's metrics, each at its latest value."""
+        return dict(self.client.get_run(self.sweep_run_id).data.metrics)
+
     def log_sweep_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.sweep_run_id, str(path))
 

@@ -28,6 +28,9 @@ from trainables.layers import STRATEGIES
 MODES = ("max", "min")  # an objective is maximized or minimized
 SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")
 SCHEDULERS = ("fifo", "asha", "pareto")
+# train.targets: the sweep chooses gold or pseudo for every trial before the first one starts
+# (`search.strategy.recipe`); the trials themselves only ever see the choice.
+AUTO_TARGETS = "auto"
 # Metrics a trial reports that may serve as objectives.
 METRICS = (
     "rouge1",
@@ -351,9 +354,16 @@ def _check_train(train: TrainSpaceConfig, errors: list[str]) -> None:
             errors.append(f"train.distill: must be at most 1, got {max(values)}")
         elif name != "distill" and max(values) >= 1:
             errors.append(f"train.{name}: must be below 1, got {max(values)}")
-    for target in param_values(train.targets) or []:
-        if target not in TARGETS:
-            errors.append(f"train.targets: unknown targets {target!r} (one of {TARGETS})")
+    targets = param_values(train.targets) or []
+    for target in targets:
+        if target not in (*TARGETS, AUTO_TARGETS):
+            known = ", ".join((*TARGETS, AUTO_TARGETS))
+            errors.append(f"train.targets: unknown targets {target!r} (one of {known})")
+    if AUTO_TARGETS in targets and len(targets) > 1:
+        errors.append(
+            f"train.targets: {AUTO_TARGETS} chooses for the whole sweep; it is not searched "
+            f"beside {', '.join(t for t in targets if t != AUTO_TARGETS)}"
+        )
     for name in ("distill_hidden_encoder", "gradient_checkpointing"):
         flags = param_values(getattr(train, name)) or []
         if not all(isinstance(v, bool) for v in flags):

@@ -9,6 +9,7 @@ a side, no more than the parent has).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Protocol
 
 from search.space.config import SweepConfig
@@ -104,3 +105,25 @@ def plan(values: dict[str, Any], parent_layers: tuple[int, int]) -> TrialConfig:
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     train = TrainConfig(**{k: v for k, v in values.items() if k in train_names})
     return TrialConfig(strategy, tuple(kept[0]), tuple(kept[1]), train)
+
+
+def typical_values(config: SweepConfig) -> dict[str, Any]:
+    """Every train value and the layer strategy at its typical value (`typical`); `sft` for
+    `mask`, whose students are layer by layer, not counts."""
+    train = {
+        f.name: typical(getattr(config.train, f.name)) for f in dataclasses.fields(config.train)
+    }
+    strategy = typical(config.layers.strategy)
+    return {**train, "strategy": "sft" if strategy == "mask" else strategy}
+
+
+def typical(param: Param) -> Any:
+    """A fixed value, the first choice, or the middle of a range (geometric for a log one)."""
+    if isinstance(param, Fixed):
+        return param.value
+    if isinstance(param, Choice):
+        return param.options[0]
+    middle = (param.low + param.high) / 2
+    if param.log:
+        middle = math.sqrt(param.low * param.high)
+    return round(middle) if isinstance(param, IntRange) else middle
