@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import yaml
 
 from bench.common import append_row, fixed_train_values, measure_in_pool, read_rows
 from bench.int8 import agreement, turn_order
@@ -138,3 +139,26 @@ def test_int8_paths_take_turns_and_agreement_counts_positions():
     outputs = [torch.tensor([[0, 5, 1, 7]]), torch.tensor([[0, 8, 9]])]
     assert agreement(reference, outputs) == 6 / 7
     assert agreement(reference, reference) == 1.0
+
+
+def test_the_second_domain_writes_the_opening_sentence_from_the_rest(tmp_path):
+    from bench.second_domain import split_pair, write_space
+
+    record = {
+        "package": "abx",
+        "summary": "ABX testing",
+        "document": "abx is a program for performing software-based audio ABX testing on "
+        "GNU/Linux systems. ABX test is a statistical test for assessing whether you are able "
+        "to tell audible differences between two samples.",
+    }
+    pair = split_pair(record)
+    assert pair["summary"] == (
+        "abx is a program for performing software-based audio ABX testing on GNU/Linux systems."
+    )
+    assert (
+        pair["document"].startswith("ABX test is a statistical test") and pair["package"] == "abx"
+    )
+    assert split_pair({**record, "document": "One sentence only, nothing after it."}) is None
+    space = yaml.safe_load(write_space(tmp_path).read_text())
+    assert "name" not in space["data"] and set(space["data"]["files"]) == {"train", "validation"}
+    assert space["train"]["targets"] == "auto"  # the shipped space.yaml's recipe, unchanged

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from tiny import TINY_FILES, tiny_space
 
 from search.driver.preflight import prepare
@@ -86,3 +87,29 @@ def test_auto_picks_pseudo_for_a_teacher_of_this_data_and_gold_for_another(
         assert score.rouge["rougeL"] > 30  # an untrained tiny T5 scores about 0
         assert len(prepared.data.pseudo_labels) == 40
         assert prepared.pseudo_labels == "generated in this process"
+
+
+@pytest.mark.slow
+def test_a_sweep_keeps_what_auto_chose_when_it_is_extended(tmp_path, tiny_t5_path):
+    """The choice is made once, printed, tagged and written into the sweep's stored space.yaml:
+    an extension (or a resume) trains as the sweep began, without choosing again."""
+    from test_sweep import shrink_sweep, sweep_runs, write_space
+
+    train = {"learning_rate": 1e-2, "max_steps": 9, "batch_size": 8, "targets": "auto"}
+    data = {**tiny_space(tiny_t5_path)["data"], "pseudo_examples": 16}
+    space = write_space(tmp_path, tiny_t5_path, trials=1, train=train, data=data)
+    done = shrink_sweep("run", str(space), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "targets: auto; fine-tuning the full model 1 steps on the gold summaries" in done.stdout
+    client, parent, _ = sweep_runs(tmp_path / "mlflow")
+    chosen = parent.data.tags["shrink_sweep.targets"]
+    targets = chosen.split(":")[0]
+    assert targets in ("gold", "pseudo") and f"targets: {chosen}" in done.stdout
+    stored = client.download_artifacts(parent.info.run_id, "space.yaml", str(tmp_path))
+    assert yaml.safe_load(Path(stored).read_text())["train"]["targets"] == targets
+
+    more = shrink_sweep("run", "--resume", "--trials", "2", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "targets: auto" not in more.stdout and "teacher (the base model" not in more.stdout
+    _, _, children = sweep_runs(tmp_path / "mlflow")
+    assert [c.data.params["targets"] for c in children] == [targets, targets]

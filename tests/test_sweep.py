@@ -195,6 +195,14 @@ def test_the_default_sweep_runs_offline_and_shows_the_trade_off(tmp_path):
     assert len(full) == 1  # the whole teacher, fine-tuned with the same budget
     assert full[0].info.status == "FINISHED"
     assert full[0].data.metrics["rougeL"] > 25  # the lead baseline scores 23 on test
+    # targets: auto keeps the teacher's own summaries for the data it was trained on (the
+    # shipped pseudo-labels, read, never made), and says why; its score is on the sweep's run.
+    teacher = parent.data.metrics["teacher_rougeL"]
+    assert teacher > 30 and f"ROUGE-L {teacher:.2f} on 200 evaluation pairs" in done.stdout
+    chosen = parent.data.tags["shrink_sweep.targets"]
+    assert chosen.startswith(f"pseudo: the teacher's own summaries score ROUGE-L {teacher:.2f}")
+    assert f"targets: {chosen}" in done.stdout and "read from " in done.stdout
+    assert {c.data.params["targets"] for c in children} == {"pseudo"}
     # The trade-off a user ships, found by the search (the screen's picks), not listed first:
     # a student with >= 90% of the full model's ROUGE-L at <= 60% of its parameters.
     whole = full[0].data.metrics

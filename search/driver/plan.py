@@ -335,6 +335,8 @@ def describe(sweep: SweepPlan, config: SweepConfig) -> list[str]:
         else ""
     )
     labels = f", {sweep.labels_to_make:,} pseudo-labels to make" if sweep.labels_to_make else ""
+    if labels and chooses_targets(config):
+        labels += " (if targets: auto picks them; counted)"
     lines.append(
         f"estimate: {len(sweep.trial_seconds)} trials, {sweep.slots} at a time, "
         f"{sweep.trial_hours:.2f} trial-hours{stops}; preparation {duration(sweep.prepare_seconds)}"
