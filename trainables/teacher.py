@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.config import DecodingConfig, TrialConfig
+from trainables.config import DecodingConfig, RungConfig, TrialConfig
 from trainables.rouge import rouge_scores
 from trainables.trial import PackedModel
 
@@ -64,30 +64,18 @@ def gold_probe(
         Its metrics as a trial reports them (`trainables.scoring.evaluate_model`), and
         `seconds`, the whole probe's.
     """
-    from trainables.losses import LayerMatch
-    from trainables.scoring import evaluate_model
-    from trainables.train import fine_tune
-    from trainables.trial import shrunk_student
+    from trainables.trial import run_trial
 
     started = time.perf_counter()
     train = dataclasses.replace(
         config.train, targets="gold", max_steps=steps, epochs=0.0, eval_every=0
     )
-    student, tokenizer, teacher, _ = shrunk_student(dataclasses.replace(config, train=train), base)
-    fine_tune(
-        student,
-        data.with_targets("gold"),
-        train,
-        pad_token_id=tokenizer.pad_token_id,
-        threads=threads,
-        teacher=teacher,
-        match=LayerMatch(config.encoder_layers, config.decoder_layers),
-        memory_share=gpu_share,
+    probe = dataclasses.replace(config, train=train, rungs=RungConfig())
+    result = run_trial(
+        probe, base, data, decoding, save_dir=None, threads=threads, gpu_share=gpu_share,
         memory_limit=memory_limit,
-    )
-    del teacher
-    metrics = evaluate_model(student, tokenizer, data, decoding)
-    return {**metrics, "seconds": time.perf_counter() - started}
+    )  # fmt: skip
+    return {**result.metrics, "seconds": time.perf_counter() - started}
 
 
 def _mean_words(texts: Sequence[str]) -> float:

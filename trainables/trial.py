@@ -150,7 +150,7 @@ def run_trial(
     data: Any,
     decoding: DecodingConfig,
     *,
-    save_dir: Path,
+    save_dir: Path | None,
     report: Callable[[dict[str, float]], None] | None = None,
     threads: int | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
@@ -164,7 +164,7 @@ def run_trial(
         base: the packed base model.
         data: the sweep's tokenized data (`trainables.tokens.TokenizedData`).
         decoding: generation settings for scoring.
-        save_dir: where the student's model directory is written.
+        save_dir: where the student's model directory is written; None: nowhere (a probe).
         report: receives intermediate metrics (with `step`) every `train.eval_every` steps,
             and at each of `config.rungs.steps` the rung's cheaper score (with `rung` 1).
         threads: CPU threads for torch.
@@ -229,11 +229,12 @@ def run_trial(
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:  # an Optuna trial told NaN stays "running" forever: fail it instead
         raise NonFiniteMetricError(f"non-finite metrics after training: {bad}")
-    student.save_pretrained(save_dir)
-    tokenizer.save_pretrained(save_dir)
     metrics.update(sizes)
+    if save_dir is not None:
+        student.save_pretrained(save_dir)
+        tokenizer.save_pretrained(save_dir)
+        metrics["size_mb"] = size_on_disk_mb(save_dir)
     metrics.update(
-        size_mb=size_on_disk_mb(save_dir),
         train_loss=stats.final_loss,
         train_seconds=stats.seconds,
         examples_per_second=stats.examples_per_second,
