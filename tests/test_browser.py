@@ -28,7 +28,7 @@ import psutil
 import pytest
 from test_sweep import sweep_runs
 
-from search.front.plot import KNEE_NAME
+from search.front.plot import KNEE_NAME, TEACHER_NAME
 from search.record.store import EXPERIMENT_KIND_TAG, TRAINING_KIND, TRAINING_VIEW
 
 if TYPE_CHECKING:
@@ -124,8 +124,10 @@ def test_the_printed_plot_link_shows_the_pareto_plot_with_a_marker_per_trial(ui:
         finally:
             browser.close()
 
-    # The knee, export's default pick, is drawn once more, as a star over its front marker.
+    # The knee, export's default pick, is drawn once more, as a star over its front marker; the
+    # teacher's own summaries are one reference point beside the trials.
     expected = {"trials": len(finished) - front, "Pareto front": front, KNEE_NAME: min(front, 1)}
+    expected[TEACHER_NAME] = 1
     assert markers == {name: n for name, n in expected.items() if n}  # plotly skips empty traces
     assert title.startswith(f"{parent.info.run_name}: rougeL (max) vs params (min)")
     fetched = f"{ui.url}get-artifact?path=pareto.html&run_uuid={parent.info.run_id}"

@@ -342,7 +342,7 @@ def prepare(
         teacher = _score_teacher(data, config, model, tokenizer, base, workers, progress)
         prepared = dataclasses.replace(prepared, teacher=teacher)
     if chooses_targets(config):
-        recipe = _choose_targets(prepared, config, workers, progress)
+        recipe = _choose_targets(prepared, teacher, config, workers, progress)
         prepared = dataclasses.replace(prepared, recipe=recipe)
         config = with_targets(config, recipe.targets)
         if not needs_pseudo_labels(config):  # read before the choice; not trained on
@@ -373,11 +373,12 @@ def _score_teacher(
         make = workers.make_shards(base, config.decoding)
     else:
         make = in_process(model, tokenizer, config.decoding)
-    shards = {i: [sources[j] for j in rows] for i, rows in enumerate(shard_plan(sources.lengths))}
+    positions = shard_plan(sources.lengths)
+    shards = {i: [sources[j] for j in rows] for i, rows in enumerate(positions)}
     summaries = [""] * len(sources)
 
     def keep(index: int, texts: list[str]) -> None:
-        for position, text in zip(shard_plan(sources.lengths)[index], texts, strict=True):
+        for position, text in zip(positions[index], texts, strict=True):
             summaries[position] = text
 
     make(shards, keep)
@@ -393,10 +394,14 @@ def _score_teacher(
 
 
 def _choose_targets(
-    prepared: Prepared, config: SweepConfig, workers: BaseWorkers | None, progress: bool
+    prepared: Prepared,
+    teacher: TeacherScore,
+    config: SweepConfig,
+    workers: BaseWorkers | None,
+    progress: bool,
 ) -> RecipeChoice:
     """`train.targets: auto`: the full model fine-tuned briefly on the gold summaries (on one
-    of `workers`, else here) against the teacher's own summaries (`search.strategy.recipe`)."""
+    of `workers`, else here) against the `teacher`'s own summaries (`search.strategy.recipe`)."""
     from trainables.teacher import gold_probe
     from trainables.train import total_steps
 
@@ -410,7 +415,6 @@ def _choose_targets(
         probed = workers.gold_probe(*job)
     else:
         probed = gold_probe(*job, threads=max(1, int(config.resources.cpus)))
-    assert prepared.teacher is not None
-    choice = choose_targets(prepared.teacher.rouge["rougeL"], probed["rougeL"], steps)
+    choice = choose_targets(teacher.rouge["rougeL"], probed["rougeL"], steps)
     echo(progress, f"targets: {choice.reason()} ({probed['seconds']:.0f}s)")
     return choice
