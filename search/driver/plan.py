@@ -38,6 +38,7 @@ from search.driver.preflight import (
     check_inputs,
     check_resources,
     chooses_targets,
+    gold_probe_trial,
     needs_pseudo_labels,
     prepare,
 )
@@ -48,7 +49,6 @@ from search.space.config import AUTO_TARGETS, ConfigError, SweepConfig
 from search.space.params import Fixed, FloatRange, IntRange, Param
 from search.space.suggest import InfeasibleError, plan, typical_values
 from search.strategy.halving import SuccessiveHalving, is_first_point, rung_config
-from search.strategy.recipe import probe_steps
 from search.strategy.screen import MOST_PICKS, describe_student, screen_candidates
 from trainables.config import RungConfig, TrialConfig
 from trainables.memory import size_text
@@ -155,7 +155,7 @@ def estimate_sweep(
     probes, checkpointed = _probe(workers, prepared, students)
     to_make = _labels_to_make(config, prepared) if labels_missing else 0
     preparation = ray_seconds + prepared.seconds + prepared.screen_seconds
-    preparation += _teacher_seconds(config, prepared, students[0], probes[0], slots)
+    preparation += _teacher_seconds(config, prepared, probes[0], slots)
     if to_make:
         sources = list(prepared.data.train_input_ids.head(LABEL_PROBE_SOURCES))
         preparation += to_make / (workers.label_rate(prepared.base, sources) * slots)
@@ -402,19 +402,17 @@ def _screen_seconds(
 
 
 def _teacher_seconds(
-    config: SweepConfig, prepared: Prepared, full: TrialConfig, probe: TrialProbe, slots: int
+    config: SweepConfig, prepared: Prepared, probe: TrialProbe, slots: int
 ) -> float:
     """The teacher's own summaries of the evaluation split (on every worker; the largest
-    student's evaluation rate), and for `train.targets: auto` the gold probe (the full
-    model's steps and evaluation on one worker), unless done already."""
-    from trainables.train import total_steps
-
+    student's evaluation rate), and for `train.targets: auto` the gold probe (its steps and
+    evaluation at the largest student's rates, on one worker), unless done already."""
     if prepared.teacher is not None:
         return 0.0
     evaluation = len(prepared.data.eval_references) * probe.eval_seconds_per_pair
     seconds = evaluation / slots
     if chooses_targets(config):
-        steps = probe_steps(total_steps(full.train, len(prepared.data.train_input_ids)))
+        _, steps = gold_probe_trial(config, prepared)
         seconds += probe.start_seconds + steps * probe.step_seconds + evaluation
     return seconds
 

@@ -38,6 +38,7 @@ from trainables.trial import ModelError, PackedModel, load_model_config, pack_ba
 
 if TYPE_CHECKING:
     from search.driver.workers import BaseWorkers
+    from trainables.config import TrialConfig
     from trainables.pseudo import ShardProgress
 
 # Besides config.json, a saved model directory needs weights in safetensors (a pickled .bin can
@@ -393,6 +394,17 @@ def _score_teacher(
     return score
 
 
+def gold_probe_trial(config: SweepConfig, prepared: Prepared) -> tuple[TrialConfig, int]:
+    """The full model as `train.targets: auto` fine-tunes it on the gold summaries (the
+    sweep's typical training values), and for how many steps (`search.strategy.recipe`)."""
+    from trainables.train import total_steps
+
+    values = {**typical_values(config), "strategy": "sft", "targets": "gold"}
+    encoder, decoder = prepared.parent_layers
+    full = plan({**values, "encoder": encoder, "decoder": decoder}, prepared.parent_layers)
+    return full, probe_steps(total_steps(full.train, len(prepared.data.train_input_ids)))
+
+
 def _choose_targets(
     prepared: Prepared,
     teacher: TeacherScore,
@@ -403,18 +415,14 @@ def _choose_targets(
     """`train.targets: auto`: the full model fine-tuned briefly on the gold summaries (on one
     of `workers`, else here) against the `teacher`'s own summaries (`search.strategy.recipe`)."""
     from trainables.teacher import gold_probe
-    from trainables.train import total_steps
 
-    values = {**typical_values(config), "strategy": "sft", "targets": "gold"}
-    encoder, decoder = prepared.parent_layers
-    full = plan({**values, "encoder": encoder, "decoder": decoder}, prepared.parent_layers)
-    steps = probe_steps(total_steps(full.train, len(prepared.data.train_input_ids)))
+    full, steps = gold_probe_trial(config, prepared)
     echo(progress, f"targets: auto; fine-tuning the full model {steps} steps on the gold summaries")
-    job = (full, prepared.base, prepared.data, config.decoding, steps)
     if workers is not None:
-        probed = workers.gold_probe(*job)
+        probed = workers.gold_probe(full, prepared.base, prepared.data, steps)
     else:
-        probed = gold_probe(*job, threads=max(1, int(config.resources.cpus)))
+        threads = max(1, int(config.resources.cpus))
+        probed = gold_probe(full, prepared.base, prepared.data, config.decoding, steps, threads)
     choice = choose_targets(teacher.rouge["rougeL"], probed["rougeL"], steps)
     echo(progress, f"targets: {choice.reason()} ({probed['seconds']:.0f}s)")
     return choice

@@ -142,35 +142,41 @@ class BaseWorkers:
         import ray
 
         self.start(base, 1)
-        sent, share = ray.put(data), min(1.0, self.config.resources.gpus) or 1.0
-        actor, decoding = self.actors[0], self.config.decoding
-        probes = []
-        for student in students:
-            limit = self.config.resources.memory_limit
-            job = (self.base, student, sent, decoding, steps, pairs, share, limit)
-            try:
-                probes.append(ray.get(actor.probe.remote(*job)))
-            except ray.exceptions.RayTaskError as err:
-                raise err.cause from None  # the worker's own error, without Ray's wrapping
-        return probes
+        sent, decoding = ray.put(data), self.config.decoding
+        return [
+            self._trial_on_first(
+                "probe", self.base, student, sent, decoding, steps, pairs, *self._trial_fit()
+            )
+            for student in students
+        ]
 
     def gold_probe(
-        self,
-        full: TrialConfig,
-        base: PackedModel,
-        data: TokenizedData,
-        decoding: DecodingConfig,
-        steps: int,
+        self, full: TrialConfig, base: PackedModel, data: TokenizedData, steps: int
     ) -> dict[str, float]:
         """The full model fine-tuned briefly on the gold summaries and scored, on one worker
-        (`trainables.teacher.gold_probe`)."""
+        (`trainables.teacher.gold_probe`).
+
+        Raises:
+            DoesNotFitError: the full model does not fit even at a micro-batch of one.
+        """
+        self.start(base, 1)
+        job = (self.base, full, data, self.config.decoding, steps, *self._trial_fit())
+        return self._trial_on_first("gold_probe", *job)
+
+    def _trial_fit(self) -> tuple[float, int | None]:
+        """What a trial has of its device: the share of a GPU (all of a CPU) and the bytes
+        its step may use (`resources.memory_gib`; None: that share)."""
+        return min(1.0, self.config.resources.gpus) or 1.0, self.config.resources.memory_limit
+
+    def _trial_on_first(self, method: str, *args: Any) -> Any:
+        """The first worker's `method` run on `args`, as a trial of the sweep would run it:
+        its error is the worker's own, without Ray's wrapping."""
         import ray
 
-        self.start(base, 1)
-        limit = self.config.resources.memory_limit
-        share = min(1.0, self.config.resources.gpus) or 1.0
-        job = (self.base, full, ray.put(data), decoding, steps, share, limit)
-        return ray.get(self.actors[0].gold_probe.remote(*job))
+        try:
+            return ray.get(getattr(self.actors[0], method).remote(*args))
+        except ray.exceptions.RayTaskError as err:
+            raise err.cause from None
 
     def label_rate(self, base: PackedModel, sources: Sequence[np.ndarray]) -> float:
         """Sources per second one worker makes pseudo-labels at, timed on `sources`."""
